@@ -65,7 +65,7 @@ class Function:
                 raise RuntimeError(f"{cls.op_name()}: tensors on different devices "
                                    f"({', '.join(q.device for q in parents)}); move them with .to(device)")
         out = Tensor._wrap(ctx.forward(*[p.data for p in parents], **kwargs))
-        if _grad_enabled and any(p.requires_grad for p in parents):
+        if _grad_enabled and any(p.requires_grad for p in parents) and _is_float(out.data.dtype):
             ctx.parents = parents
             ctx._output = weakref.ref(out)
             out.requires_grad = True
