@@ -14,7 +14,8 @@ import numpy as np
 
 import tinygrad_reason as tg
 from tinygrad_reason import functional as F
-from tinygrad_reason.ops import elementwise as E, matmul as MM, movement as M, nn as NN, reduce as R
+from tinygrad_reason.ops import elementwise as E, matmul as MM, movement as M, nn as NN, reduce as R, rope as RP
+from tinygrad_reason.ops.rope import rope, rope_tables
 
 # Domains: how input values are drawn (the same draw feeds our op and torch's).
 #   real      standard normal
@@ -67,6 +68,18 @@ _MASK = np.array([True, False, True])             # getitem boolean mask on axis
 def _t(arr):
     import torch
     return torch.from_numpy(np.asarray(arr))
+
+
+def _torch_rope(x, base=10000.0):
+    """HF Llama's rotate-half RoPE, written in torch independently of ours."""
+    import torch
+    t, d = x.shape[-2], x.shape[-1]
+    inv_freq = 1.0 / base ** (torch.arange(0, d, 2, dtype=torch.float64) / d)
+    ang = torch.outer(torch.arange(t, dtype=torch.float64), inv_freq)
+    emb = torch.cat([ang, ang], dim=-1)
+    cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+    x1, x2 = x[..., : d // 2], x[..., d // 2:]
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
 
 
 def _tmask(shape, rng_seed=7):
@@ -159,6 +172,13 @@ SPECS: list[OpSpec] = [
     OpSpec("matmul_batched_broadcast", lambda a, b: a @ b, lambda a, b: a @ b, [(2, 1, 3, 4), (3, 4, 2)],
            (MM.MatMul,), kind="other"),
     OpSpec("matmul_3d_by_2d", lambda a, b: a @ b, lambda a, b: a @ b, [(2, 3, 4), (4, 5)], (MM.MatMul,), kind="other"),
+    OpSpec("linear", lambda x, w, b: F.linear(x, w, b),
+           lambda x, w, b: __import__("torch").nn.functional.linear(x, w, b), [(2, 3, 4), (5, 4), (5,)],
+           (MM.Linear,), kind="other"),
+    OpSpec("linear_no_bias", lambda x, w: F.linear(x, w),
+           lambda x, w: __import__("torch").nn.functional.linear(x, w), [(3, 4), (5, 4)], (MM.Linear,), kind="other"),
+    OpSpec("rope", lambda x: rope(x, *rope_tables(x.shape[-2], x.shape[-1], dtype=x.dtype)),
+           lambda x: _torch_rope(x), [(2, 3, 5, 8)], (RP.Rope,), kind="other"),
     OpSpec("matmul_vec", lambda a, b: a @ b, lambda a, b: a @ b, [(4,), (2, 4, 3)], (MM.MatMul,), kind="other"),
     # ---- nn
     OpSpec("softmax", lambda a: F.softmax(a, axis=-1), lambda a: a.softmax(dim=-1), [(3, 5)], (NN.Softmax,),

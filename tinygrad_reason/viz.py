@@ -16,6 +16,8 @@ def summarize(t: Tensor | None, max_values: int = 4) -> str:
     if t is None:
         return "-"
     a = np.asarray(t.numpy() if isinstance(t, Tensor) else t, dtype=np.float64)
+    if a.ndim == 0:
+        return f"{a.item():.4g}"
     if a.size <= max_values:
         return np.array2string(a.reshape(-1), precision=4, separator=" ", suppress_small=True)
     return f"mean {a.mean():.4g} std {a.std():.4g} [{a.min():.4g}, {a.max():.4g}]"
@@ -31,7 +33,7 @@ def graph_nodes(root: Tensor) -> list:
         seen.add(id(t))
         order.append(t)
         if t._ctx is not None and t._ctx.parents is not None:
-            stack.extend(t._ctx.parents)
+            stack.extend(reversed(t._ctx.parents))   # visit the first input first
     return order
 
 
@@ -49,9 +51,10 @@ def _label(t: Tensor, names: dict) -> str:
 
 
 def _escape(s: str) -> str:
+    """Escape what a record label treats specially (and newlines, which would split the line)."""
     for ch in "\\{}|<>\"":
         s = s.replace(ch, "\\" + ch)
-    return s
+    return s.replace("\r", "").replace("\n", "\\n")
 
 
 def to_dot(root: Tensor, names: dict | None = None, rankdir: str = "LR") -> str:
@@ -66,6 +69,10 @@ def to_dot(root: Tensor, names: dict | None = None, rankdir: str = "LR") -> str:
         if t._ctx is not None and t._ctx.parents is not None:
             for p in t._ctx.parents:
                 lines.append(f"  {ids[id(p)]} -> {ids[id(t)]};")
+    if any(t._ctx is not None and t._ctx.released for t in nodes):
+        # backward() frees the graph unless retain_graph=True: only the nodes still linked are drawn
+        lines.append('  freed [shape=note, label="graph freed by backward(); call backward(retain_graph=True) '
+                     'to draw all of it"];')
     lines.append("}")
     return "\n".join(lines) + "\n"
 

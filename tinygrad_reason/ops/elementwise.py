@@ -80,7 +80,12 @@ class Pow(_Binary):
 
     def backward(self, g):
         a, b = self.parents
-        ga = g * b * a ** (b - 1) if a.requires_grad else None
+        ga = None
+        if a.requires_grad:
+            ga = g * b * a ** (b - 1)
+            flat = b.data == 0       # d(a^0)/da = 0 even at a == 0 (0 * 0^-1 would be nan), like torch
+            if flat.any():
+                ga = where(flat, 0.0, ga)
         gb = None
         if b.requires_grad:
             zero = (a.data == 0) & (b.data >= 0)
@@ -139,7 +144,7 @@ class Sigmoid(Function):
     def forward(self, x):
         xp = backend.get_array_module(x)
         with np.errstate(over="ignore"):     # exp(1000) = inf gives exactly 0, which is right
-            e = xp.exp(-x)
+            e = xp.asarray(xp.exp(-x))   # a 0-d input gives a numpy scalar, which out= rejects
         e += 1.0
         return xp.reciprocal(e, out=e)
 

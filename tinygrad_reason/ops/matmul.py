@@ -41,6 +41,9 @@ def matmul(a, b):
     """numpy.matmul semantics, including 1-d operands (a vector is promoted, then squeezed)."""
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: operands must have at least 1 dim, got shapes {a.shape} and {b.shape}")
+    k_b = b.shape[-2] if b.ndim > 1 else b.shape[0]
+    if a.shape[-1] != k_b:   # checked here too so that 1-d operands are reported with their own shapes
+        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not align ({a.shape[-1]} != {k_b})")
     squeeze = []
     if a.ndim == 1:
         a = a.reshape(1, a.shape[0])
@@ -53,3 +56,34 @@ def matmul(a, b):
         out = out.reshape(out.shape[:out.ndim - len(squeeze)] if squeeze == [-2, -1]
                           else (out.shape[:-2] + out.shape[-1:] if squeeze == [-2] else out.shape[:-1]))
     return out
+
+
+class Linear(Function):
+    """x @ weight.T (+ bias) with weight stored (out, in) like torch; batch dims are folded into rows.
+
+    d/dx = g @ W,  d/dW = g^T @ x (summed over every row),  d/db = sum of g over rows.
+    """
+    def forward(self, x, weight, *bias):
+        if weight.ndim != 2 or x.ndim < 1 or x.shape[-1] != weight.shape[1]:
+            raise ValueError(f"linear: input shape {x.shape} does not fit weight shape {weight.shape} "
+                             "(expects (..., in) and (out, in))")
+        if bias and bias[0].shape != (weight.shape[0],):
+            raise ValueError(f"linear: bias shape {bias[0].shape} must be ({weight.shape[0]},)")
+        rows = math.prod(x.shape[:-1])
+        y = x.reshape(rows, x.shape[-1]) @ weight.T
+        if bias:
+            y += bias[0]
+        return y.reshape(x.shape[:-1] + (weight.shape[0],))
+
+    def backward(self, g):
+        x, w = self.parents[:2]
+        g2 = g.reshape(math.prod(g.shape[:-1]), g.shape[-1])
+        gx = g @ w if x.requires_grad else None
+        gw = g2.transpose(0, 1) @ x.reshape(g2.shape[0], x.shape[-1]) if w.requires_grad else None
+        if len(self.parents) == 2:
+            return gx, gw
+        return gx, gw, (g2.sum(axis=0) if self.parents[2].requires_grad else None)
+
+
+def linear(x, weight, bias=None):
+    return Linear.apply(x, weight, bias) if bias is not None else Linear.apply(x, weight)

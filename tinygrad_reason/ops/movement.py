@@ -23,7 +23,8 @@ class Reshape(Function):
 
 class Permute(Function):
     def forward(self, x, axes):
-        if sorted(a % max(x.ndim, 1) for a in axes) != list(range(x.ndim)):
+        if any(not -x.ndim <= a < max(x.ndim, 1) for a in axes) or \
+                sorted(a % max(x.ndim, 1) for a in axes) != list(range(x.ndim)):
             raise ValueError(f"permute: {tuple(axes)} is not a permutation of the {x.ndim} axes of shape {x.shape}")
         self.axes = tuple(a % x.ndim for a in axes)
         return x.transpose(self.axes)
@@ -119,7 +120,8 @@ class Pad(Function):
     """Constant padding, numpy-style widths: ((before, after), ...) per axis."""
     def forward(self, x, pad_width, value):
         self.slices = tuple(slice(lo, lo + n) for (lo, _), n in zip(pad_width, x.shape))
-        return backend.get_array_module(x).pad(x, pad_width, mode="constant", constant_values=value)
+        # a 0-d input has no axes to pad (pad_width is ()), which numpy.pad only takes as 0
+        return backend.get_array_module(x).pad(x, pad_width or 0, mode="constant", constant_values=value)
 
     def backward(self, g):
         return g[self.slices]
@@ -134,6 +136,14 @@ class ToDevice(Function):
 
 
 # ---------------------------------------------------------------- functional forms
+def _axis_in_range(axis: int, x, op: str) -> int:
+    """axis (negatives allowed) as a non-negative index, or a ValueError naming op and shape."""
+    span = max(x.ndim, 1)
+    if not -span <= axis < span:
+        raise ValueError(f"{op}: axis {axis} is out of range for a tensor of shape {x.shape}")
+    return axis % span
+
+
 def _shape_arg(shape):
     return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
 
@@ -151,6 +161,7 @@ def transpose(x, axis0=-2, axis1=-1):
     """Swap two axes (the last two by default)."""
     if x.ndim < 2:
         return x
+    axis0, axis1 = _axis_in_range(axis0, x, "transpose"), _axis_in_range(axis1, x, "transpose")
     axes = list(range(x.ndim))
     axes[axis0], axes[axis1] = axes[axis1], axes[axis0]
     return Permute.apply(x, axes=tuple(axes))
@@ -168,7 +179,7 @@ def squeeze(x, axis=None):
     if axis is None:
         return reshape(x, tuple(n for n in x.shape if n != 1))
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    axes = [a % x.ndim for a in axes]
+    axes = [_axis_in_range(a, x, "squeeze") for a in axes]
     for a in axes:
         if x.shape[a] != 1:
             raise ValueError(f"squeeze: axis {a} has size {x.shape[a]}, not 1 (shape {x.shape})")
@@ -184,7 +195,7 @@ def unsqueeze(x, axis):
 
 
 def flatten(x, start=0, end=-1):
-    start, end = start % max(x.ndim, 1), end % max(x.ndim, 1)
+    start, end = _axis_in_range(start, x, "flatten"), _axis_in_range(end, x, "flatten")
     n = int(np.prod(x.shape[start:end + 1]))
     return reshape(x, x.shape[:start] + (n,) + x.shape[end + 1:])
 
@@ -212,7 +223,7 @@ def stack(tensors, axis=0):
 
 def split(x, sizes, axis=0):
     """Split along axis into pieces of the given sizes (a list), or into `sizes` equal pieces (an int)."""
-    axis %= x.ndim
+    axis = _axis_in_range(axis, x, "split")
     n = x.shape[axis]
     if isinstance(sizes, int):
         if sizes <= 0 or n % sizes:

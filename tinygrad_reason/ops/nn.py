@@ -15,7 +15,7 @@ from .movement import getitem
 
 
 def _axis(axis: int, ndim: int, op: str) -> int:
-    if not -ndim <= axis < max(ndim, 1):
+    if not -max(ndim, 1) <= axis < max(ndim, 1):   # a 0-d tensor takes axis 0 or -1, like torch
         raise ValueError(f"{op}: axis {axis} is out of range for a tensor with {ndim} dims")
     return axis % max(ndim, 1)
 
@@ -25,7 +25,9 @@ class Softmax(Function):
     def forward(self, x, axis):
         xp = backend.get_array_module(x)
         self.axis = _axis(axis, x.ndim, "softmax")
-        y = x - x.max(axis=self.axis, keepdims=True)
+        if x.size == 0:                      # an empty axis has no max: the result is empty, like torch
+            return x.copy()
+        y = xp.asarray(x - x.max(axis=self.axis, keepdims=True))   # 0-d: numpy gives a scalar, out= needs an array
         xp.exp(y, out=y)
         y /= y.sum(axis=self.axis, keepdims=True)
         return y
@@ -40,6 +42,8 @@ class LogSoftmax(Function):
     def forward(self, x, axis):
         xp = backend.get_array_module(x)
         self.axis = _axis(axis, x.ndim, "log_softmax")
+        if x.size == 0:
+            return x.copy()
         shifted = x - x.max(axis=self.axis, keepdims=True)
         shifted -= xp.log(xp.exp(shifted).sum(axis=self.axis, keepdims=True))
         return shifted
@@ -76,11 +80,11 @@ class CrossEntropy(Function):
         t_safe = xp.where(valid, t, 0)
         rows = xp.arange(x.shape[0])
         probs = x - x.max(axis=-1, keepdims=True)
+        picked = probs[rows, t_safe]                     # the target's shifted logit (log of its exp, exactly)
         xp.exp(probs, out=probs)
         total = probs.sum(axis=-1, keepdims=True)
-        picked = probs[rows, t_safe]
         probs /= total                                   # saved: softmax, reused by backward
-        nll = (xp.log(total[:, 0]) - xp.log(picked)) * valid
+        nll = (xp.log(total[:, 0]) - picked) * valid     # not log(exp(.)): exp underflows to 0 below ~-104 (f32)
         self.probs, self.t, self.valid, self.rows, self.reduction = probs, t_safe, valid, rows, reduction
         self.shape = logits.shape
         if reduction == "none":
@@ -94,7 +98,7 @@ class CrossEntropy(Function):
         if self.reduction == "none":
             scale = (g.data.reshape(-1) * self.valid)[:, None]
         elif self.reduction == "mean":
-            scale = g.data * self.valid[:, None] / self.count
+            scale = g.data * self.valid[:, None] / max(self.count, 1)   # all ignored: grad 0, like torch
         else:
             scale = g.data * self.valid[:, None]
         dx = self.probs * scale

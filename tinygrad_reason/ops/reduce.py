@@ -114,8 +114,8 @@ def logsumexp(x, axis=None, keepdims=False):
     return LogSumExp.apply(x, axis=axis, keepdims=keepdims)
 
 
-def _count(x, axis) -> int:
-    axes = normalize_axes(axis, x.ndim, "mean")
+def _count(x, axis, op: str = "mean") -> int:
+    axes = normalize_axes(axis, x.ndim, op)
     return int(np.prod([x.shape[a] for a in axes])) if axes else 1
 
 
@@ -126,7 +126,7 @@ def mean(x, axis=None, keepdims=False):
 
 def var(x, axis=None, keepdims=False, correction: int = 1):
     """Variance with Bessel's correction by default (torch's `correction=1`; numpy's ddof)."""
-    n = _count(x, axis)
+    n = _count(x, axis, "var")
     centered = x - mean(x, axis, keepdims=True)
     denom = n - correction
     return sum(centered * centered, axis, keepdims) * (1.0 / denom if denom > 0 else float("nan"))

@@ -1,0 +1,51 @@
+"""The examples run as a newcomer would run them: a fresh Python process, from any directory."""
+import os
+import re
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_example(name, *args, cwd):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "examples", name), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_backprop_by_hand_runs_and_writes_dot(tmp_path):
+    out = tmp_path / "graph.dot"
+    run = run_example("01_backprop_by_hand.py", "--out", str(out), cwd=tmp_path)
+    assert run.returncode == 0, f"stdout:\n{run.stdout}\nstderr:\n{run.stderr}"
+    text = run.stdout
+
+    dot = out.read_text()
+    assert dot.startswith("digraph")
+    assert dot.rstrip().endswith("}")
+    for name in ("W1", "b1", "W2", "b2", "loss", "Tanh", "MatMul"):
+        assert name in dot, f"{name} missing from the DOT graph"
+    assert "grad -}" not in dot.split("W1")[1].split("\n")[0]   # W1's record shows a gradient
+    assert not (tmp_path / "backprop.dot").exists()             # --out was honoured
+
+    # the walk, node by node, from the loss down to the parameters
+    assert "loss (Mul): incoming grad 1" in text
+    assert re.search(r"^W1 \(leaf\): incoming grad", text, re.M)
+    assert "    -> b2: passes" in text
+    # the side-by-side table: one row per parameter and checked intermediate, all tiny differences
+    assert "all gradients match the chain rule by hand" in text
+    for name in ("W1", "b1", "W2", "b2", "z1", "h", "yhat"):
+        row = re.search(rf"^{name}\s+\(.*\s(\d\.\de[+-]\d\d)$", text, re.M)
+        assert row, f"no table row for {name}"
+        assert float(row.group(1)) < 1e-12
+    assert "wrote the graph" in text and str(out) in text
+    assert f"dot -Tpng {out} -o" in text
+    # SGD lowers the loss
+    losses = [float(v) for v in re.findall(r"^step \d+: loss ([0-9.]+)$", text, re.M)]
+    assert len(losses) >= 3 and losses[-1] < losses[0]
+    assert "loss fell from" in text
+
+
+def test_backprop_by_hand_default_out_is_cwd(tmp_path):
+    run = run_example("01_backprop_by_hand.py", "--steps", "1", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "backprop.dot").read_text().startswith("digraph")
+    assert "dot -Tpng backprop.dot -o backprop.png" in run.stdout

@@ -1,0 +1,6 @@
+"""Layer 3: modules, layers, attention and the transformer, written on our Tensor."""
+from .attention import CausalSelfAttention, KVCache, causal_mask  # noqa: F401
+from .layers import (GELU, MLP, Dropout, Embedding, LayerNorm, Linear, RMSNorm, SiLU, SwiGLU,  # noqa: F401
+                     normal_, zeros_)
+from .module import Module, ModuleList, Parameter  # noqa: F401
+from .transformer import Block, Transformer, TransformerConfig, sinusoidal_table  # noqa: F401

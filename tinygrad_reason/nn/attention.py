@@ -1,0 +1,93 @@
+"""Causal multi-head self-attention with grouped-query heads and a preallocated KV cache.
+
+Written out: scores = q k^T / sqrt(d), causal (and padding) mask, softmax, weighted sum of v.
+With n_kv_heads < n_heads, each key/value head serves n_heads / n_kv_heads query heads: queries
+are grouped (B, Hkv, rep, T, d) and keys broadcast over the group axis, so no copy of k or v is
+made (the engine sums their gradients over the group).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import backend
+from .. import functional as F
+from ..ops.rope import rope
+from ..tensor import Tensor
+from .layers import Dropout, Linear, RMSNorm
+from .module import Module
+
+
+class KVCache:
+    """Keys and values of every layer, preallocated for `max_len` positions of `batch` rows."""
+
+    def __init__(self, n_layers: int, batch: int, n_kv_heads: int, max_len: int, head_dim: int,
+                 dtype=np.float32, device: str = "cpu"):
+        xp = backend.xp_for(device)
+        shape = (batch, n_kv_heads, max_len, head_dim)
+        self.k = [xp.zeros(shape, dtype=dtype) for _ in range(n_layers)]
+        self.v = [xp.zeros(shape, dtype=dtype) for _ in range(n_layers)]
+        self.max_len, self.batch = max_len, batch
+
+    def update(self, layer: int, k: Tensor, v: Tensor, start: int):
+        """Write positions [start, start + T) and return all keys/values up to there (views)."""
+        end = start + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"KVCache: positions up to {end} exceed the cache length {self.max_len}")
+        if k.shape[0] != self.batch:
+            raise ValueError(f"KVCache: batch {k.shape[0]} differs from the cache's batch {self.batch}")
+        self.k[layer][:, :, start:end] = k.data
+        self.v[layer][:, :, start:end] = v.data
+        return Tensor._wrap(self.k[layer][:, :, :end]), Tensor._wrap(self.v[layer][:, :, :end])
+
+
+def causal_mask(t_q: int, t_k: int, start: int, xp=np):
+    """True where query i (at absolute position start + i) may NOT look at key j (j > start + i)."""
+    return xp.arange(t_k)[None, :] > (start + xp.arange(t_q))[:, None]
+
+
+class CausalSelfAttention(Module):
+    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, head_dim: int, bias: bool = False,
+                 qk_norm: bool = False, dropout: float = 0.0, norm_eps: float = 1e-6, dtype=np.float32):
+        self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
+        self.q_proj = Linear(d_model, n_heads * head_dim, bias, dtype)
+        self.k_proj = Linear(d_model, n_kv_heads * head_dim, bias, dtype)
+        self.v_proj = Linear(d_model, n_kv_heads * head_dim, bias, dtype)
+        self.o_proj = Linear(n_heads * head_dim, d_model, bias, dtype)
+        self.q_norm = RMSNorm(head_dim, norm_eps, dtype) if qk_norm else None
+        self.k_norm = RMSNorm(head_dim, norm_eps, dtype) if qk_norm else None
+        self.attn_dropout = Dropout(dropout)
+        self.resid_dropout = Dropout(dropout)
+
+    def forward(self, x, rope_tables=None, pad_mask=None, cache: KVCache | None = None, layer: int = 0,
+                start: int = 0):
+        """x (B, T, d). rope_tables: (cos, sin) for positions [start, start+T) or None.
+        pad_mask: (B, S) boolean, True for real tokens, over all key positions S = start + T."""
+        b, t, _ = x.shape
+        h, hkv, hd = self.n_heads, self.n_kv_heads, self.head_dim
+        q = self.q_proj(x).reshape(b, t, h, hd).transpose(1, 2)       # (B, H, T, hd)
+        k = self.k_proj(x).reshape(b, t, hkv, hd).transpose(1, 2)     # (B, Hkv, T, hd)
+        v = self.v_proj(x).reshape(b, t, hkv, hd).transpose(1, 2)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rope_tables is not None:
+            cos, sin = rope_tables
+            q, k = rope(q, cos, sin), rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(layer, k, v, start)
+        s = k.shape[2]
+        rep = h // hkv
+        qg = q.reshape(b, hkv, rep, t, hd)                              # query groups per kv head
+        scores = (qg @ k.reshape(b, hkv, 1, s, hd).transpose(-1, -2)) * (1.0 / math.sqrt(hd))
+        masked = causal_mask(t, s, start, x.xp)
+        if pad_mask is not None:
+            keep = pad_mask.data if isinstance(pad_mask, Tensor) else x.xp.asarray(pad_mask)
+            masked = masked[None, None, None] | ~keep.astype(bool)[:, None, None, None, :]
+        # the dtype's lowest finite value, not -inf: a row whose keys are all padding then gets
+        # uniform (finite) weights instead of NaNs that would poison the gradients
+        fill = float(np.finfo(scores.dtype).min)
+        weights = self.attn_dropout(F.softmax(scores.masked_fill(masked, fill), axis=-1))
+        out = weights @ v.reshape(b, hkv, 1, s, hd)                     # (B, Hkv, rep, T, hd)
+        out = out.reshape(b, h, t, hd).transpose(1, 2).reshape(b, t, h * hd)
+        return self.resid_dropout(self.o_proj(out))

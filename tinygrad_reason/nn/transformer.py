@@ -1,0 +1,230 @@
+"""One decoder-only transformer, two families from one config.
+
+The seed GPT: learned (+ sinusoidal) positions, pre-norm LayerNorm, GELU MLP, residuals.
+Llama / Qwen style: RoPE, RMSNorm, SwiGLU, grouped-query attention, optional QK-norm.
+`hidden_states()` returns the last layer's normalized states per position, for heads that sit on
+the trunk (verifiers); `forward()` maps them to logits.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import backend
+from .. import functional as F
+from ..ops.rope import rope_tables
+from ..tensor import Tensor
+from .attention import CausalSelfAttention, KVCache
+from .layers import MLP, Dropout, Embedding, LayerNorm, Linear, RMSNorm, SwiGLU, normal_, zeros_
+from .module import Module, ModuleList
+
+POSITIONS = ("learned", "sinusoidal", "learned+sinusoidal", "rope", "none")
+NORMS = ("layernorm", "rmsnorm")
+MLPS = ("gelu", "swiglu")
+
+
+@dataclass
+class TransformerConfig:
+    vocab_size: int
+    context_length: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int | None = None        # None: same as n_heads (plain multi-head attention)
+    head_dim: int | None = None          # None: d_model // n_heads (Qwen3 sets it explicitly)
+    positions: str = "learned"
+    norm: str = "layernorm"
+    mlp: str = "gelu"
+    mlp_hidden: int | None = None        # None: 4 d for GELU, 8/3 d rounded up to 64 for SwiGLU
+    bias: bool = True
+    tie_embeddings: bool = False
+    dropout: float = 0.0
+    rope_base: float = 10000.0
+    qk_norm: bool = False
+    norm_eps: float = 1e-5
+    init_std: float = 0.02
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        for name in ("vocab_size", "context_length", "d_model", "n_layers", "n_heads"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value <= 0:
+                raise ValueError(f"TransformerConfig.{name} must be a positive integer, got {value!r}")
+        if self.n_kv_heads is None:
+            self.n_kv_heads = self.n_heads
+        if self.n_kv_heads <= 0 or self.n_heads % self.n_kv_heads:
+            raise ValueError(f"TransformerConfig: n_kv_heads ({self.n_kv_heads}) must divide n_heads ({self.n_heads})")
+        if self.head_dim is None:
+            if self.d_model % self.n_heads:
+                raise ValueError(f"TransformerConfig: d_model ({self.d_model}) must be divisible by n_heads "
+                                 f"({self.n_heads})")
+            self.head_dim = self.d_model // self.n_heads
+        if self.head_dim <= 0:
+            raise ValueError(f"TransformerConfig.head_dim must be positive, got {self.head_dim}")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"TransformerConfig.positions must be one of {POSITIONS}, got {self.positions!r}")
+        if self.positions == "rope" and self.head_dim % 2:
+            raise ValueError(f"TransformerConfig: RoPE needs an even head_dim, got {self.head_dim}")
+        if "sinusoidal" in self.positions and self.d_model % 2:
+            raise ValueError(f"TransformerConfig: sinusoidal positions need an even d_model, got {self.d_model}")
+        if self.norm not in NORMS:
+            raise ValueError(f"TransformerConfig.norm must be one of {NORMS}, got {self.norm!r}")
+        if self.mlp not in MLPS:
+            raise ValueError(f"TransformerConfig.mlp must be one of {MLPS}, got {self.mlp!r}")
+        if self.mlp_hidden is None:
+            self.mlp_hidden = 4 * self.d_model if self.mlp == "gelu" else 64 * math.ceil(8 * self.d_model / 3 / 64)
+        if self.mlp_hidden <= 0:
+            raise ValueError(f"TransformerConfig.mlp_hidden must be positive, got {self.mlp_hidden}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"TransformerConfig.dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TransformerConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"TransformerConfig: unknown fields {unknown}")
+        return cls(**d)
+
+    @classmethod
+    def gpt(cls, **kw) -> "TransformerConfig":
+        """The seed GPT: learned + sinusoidal positions, pre-norm LayerNorm, GELU MLP 4x, biases."""
+        base = dict(positions="learned+sinusoidal", norm="layernorm", mlp="gelu", bias=True, norm_eps=1e-5)
+        return cls(**{**base, **kw})
+
+    @classmethod
+    def llama(cls, **kw) -> "TransformerConfig":
+        """Llama / Qwen style: RoPE, RMSNorm, SwiGLU, no biases (pass n_kv_heads for GQA, qk_norm for Qwen3)."""
+        base = dict(positions="rope", norm="rmsnorm", mlp="swiglu", bias=False, norm_eps=1e-6)
+        return cls(**{**base, **kw})
+
+
+def sinusoidal_table(n_positions: int, dim: int, dtype=np.float32) -> np.ndarray:
+    """The fixed encodings of "Attention is all you need": sin on even, cos on odd features."""
+    pos = np.arange(n_positions, dtype=np.float64)[:, None]
+    freq = 1.0 / 10000.0 ** (np.arange(0, dim, 2, dtype=np.float64) / dim)
+    table = np.zeros((n_positions, dim))
+    table[:, 0::2] = np.sin(pos * freq)
+    table[:, 1::2] = np.cos(pos * freq)
+    return table.astype(dtype)
+
+
+class Block(Module):
+    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, cfg: TransformerConfig, dtype=np.float32):
+        norm = (lambda: LayerNorm(cfg.d_model, cfg.norm_eps, cfg.bias, dtype)) if cfg.norm == "layernorm" \
+            else (lambda: RMSNorm(cfg.d_model, cfg.norm_eps, dtype))
+        self.attn_norm = norm()
+        self.attn = CausalSelfAttention(cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.bias,
+                                        cfg.qk_norm, cfg.dropout, cfg.norm_eps, dtype)
+        self.mlp_norm = norm()
+        ff = MLP if cfg.mlp == "gelu" else SwiGLU
+        self.mlp = ff(cfg.d_model, cfg.mlp_hidden, cfg.bias, cfg.dropout, dtype)
+
+    def forward(self, x, rope=None, pad_mask=None, cache=None, layer=0, start=0):
+        x = x + self.attn(self.attn_norm(x), rope, pad_mask, cache, layer, start)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class Transformer(Module):
+    def __init__(self, cfg: TransformerConfig, dtype=np.float32):
+        self.cfg = cfg
+        self.tok_emb = Embedding(cfg.vocab_size, cfg.d_model, dtype)
+        self.pos_emb = Embedding(cfg.context_length, cfg.d_model, dtype) if "learned" in cfg.positions else None
+        self.drop = Dropout(cfg.dropout)
+        self.blocks = ModuleList(Block(cfg, dtype) for _ in range(cfg.n_layers))
+        self.norm = LayerNorm(cfg.d_model, cfg.norm_eps, cfg.bias, dtype) if cfg.norm == "layernorm" \
+            else RMSNorm(cfg.d_model, cfg.norm_eps, dtype)
+        self.lm_head = None if cfg.tie_embeddings else Linear(cfg.d_model, cfg.vocab_size, False, dtype)
+        self._sinusoidal = sinusoidal_table(cfg.context_length, cfg.d_model, dtype) \
+            if "sinusoidal" in cfg.positions else None
+        self._rope = rope_tables(cfg.context_length, cfg.head_dim, cfg.rope_base, dtype) \
+            if cfg.positions == "rope" else None
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """N(0, init_std) for matrices and embeddings, zero biases; residual output projections
+        scaled by 1/sqrt(2 n_layers) (GPT-2)."""
+        std = self.cfg.init_std
+        for name, p in self.named_parameters():
+            if name.endswith("bias"):
+                zeros_(p)
+            elif p.ndim == 2:
+                scaled = name.endswith(("o_proj.weight", "mlp.proj.weight", "mlp.down.weight"))
+                normal_(p, std / math.sqrt(2 * self.cfg.n_layers) if scaled else std)
+
+    def to(self, device: str) -> "Transformer":
+        super().to(device)
+        move = lambda a: None if a is None else backend.to_device(a, device)  # noqa: E731
+        self._sinusoidal = move(self._sinusoidal)
+        self._rope = None if self._rope is None else tuple(move(a) for a in self._rope)
+        return self
+
+    def astype(self, dtype) -> "Transformer":
+        super().astype(dtype)
+        # rebuilt in the new dtype, not cast: float32 tables cast to float64 keep float32 error
+        cfg, device = self.cfg, self.device
+        if self._sinusoidal is not None:
+            self._sinusoidal = backend.to_device(sinusoidal_table(cfg.context_length, cfg.d_model, dtype), device)
+        if self._rope is not None:
+            self._rope = rope_tables(cfg.context_length, cfg.head_dim, cfg.rope_base, dtype, device)
+        return self
+
+    @property
+    def device(self) -> str:
+        return self.tok_emb.weight.device
+
+    def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
+        cfg = self.cfg
+        return KVCache(cfg.n_layers, batch, cfg.n_kv_heads, max_len or cfg.context_length, cfg.head_dim,
+                       self.tok_emb.weight.dtype, self.device)
+
+    def _check_ids(self, ids, start: int):
+        arr = ids.data if isinstance(ids, Tensor) else self.tok_emb.weight.xp.asarray(ids)
+        if arr.ndim != 2:
+            raise ValueError(f"Transformer: token ids must have shape (batch, seq), got {arr.shape}")
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"Transformer: token ids must be integers, got {arr.dtype}")
+        if start + arr.shape[1] > self.cfg.context_length:
+            raise ValueError(f"Transformer: positions {start}..{start + arr.shape[1] - 1} exceed the context "
+                             f"length {self.cfg.context_length}")
+        if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= self.cfg.vocab_size):
+            bad = int(arr.min()) if int(arr.min()) < 0 else int(arr.max())
+            raise ValueError(f"Transformer: token id {bad} is outside the vocabulary [0, {self.cfg.vocab_size})")
+        return arr
+
+    def hidden_states(self, ids, pad_mask=None, cache: KVCache | None = None, start: int = 0) -> Tensor:
+        """The last layer's normalized states, (batch, seq, d_model)."""
+        ids = self._check_ids(ids, start)
+        t = ids.shape[1]
+        x = self.tok_emb(ids)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(x.xp.arange(start, start + t))
+        if self._sinusoidal is not None:
+            x = x + Tensor._wrap(self._sinusoidal[start:start + t])
+        x = self.drop(x)
+        rope = None if self._rope is None else (self._rope[0][start:start + t], self._rope[1][start:start + t])
+        for i, block in enumerate(self.blocks):
+            x = block(x, rope, pad_mask, cache, i, start)
+        return self.norm(x)
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        weight = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
+        return F.linear(hidden, weight)
+
+    def forward(self, ids, pad_mask=None, cache: KVCache | None = None, start: int = 0) -> Tensor:
+        """Logits (batch, seq, vocab)."""
+        return self.logits(self.hidden_states(ids, pad_mask, cache, start))
+
+    def loss(self, ids, targets, pad_mask=None, ignore_index: int = -100) -> Tensor:
+        """Mean next-token cross-entropy; targets equal to ignore_index (e.g. prompt, padding) add nothing."""
+        return F.cross_entropy(self(ids, pad_mask), targets, ignore_index=ignore_index)

@@ -1,0 +1,185 @@
+"""Optimizers (SGD with momentum, AdamW), the warmup + cosine schedule, and gradient clipping.
+
+Updates run in place on the parameters' arrays under no graph. Parameter groups carry their own
+hyperparameters (e.g. weight_decay 0 for norms, biases and embeddings). An optimizer's state
+(moments, step counts, hyperparameters) round-trips through state_dict / load_state_dict.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+class Optimizer:
+    defaults: dict = {}
+
+    def __init__(self, params, **hyper):
+        params = list(params)
+        if not params:
+            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
+        groups = params if isinstance(params[0], dict) else [{"params": params}]
+        self.param_groups = []
+        for g in groups:
+            unknown = set(g) - {"params"} - set(self.defaults)
+            if unknown:
+                raise ValueError(f"{type(self).__name__}: unknown hyperparameters {sorted(unknown)}")
+            group = {**self.defaults, **hyper, **g, "params": list(g["params"])}
+            for p in group["params"]:
+                if not p.requires_grad:
+                    raise ValueError(f"{type(self).__name__}: a parameter of shape {p.shape} does not require grad")
+            self.param_groups.append(group)
+        self.state: dict[int, dict] = {}   # by position in the flattened parameter list
+        self._check_hyper()
+
+    def _check_hyper(self) -> None:
+        for g in self.param_groups:
+            if g["lr"] < 0:
+                raise ValueError(f"{type(self).__name__}: lr must be >= 0, got {g['lr']}")
+
+    def _params(self):
+        i = 0
+        for group in self.param_groups:
+            for p in group["params"]:
+                yield i, group, p
+                i += 1
+
+    def zero_grad(self) -> None:
+        for _, _, p in self._params():
+            p.grad = None
+
+    def set_lr(self, lr: float) -> None:
+        """Set every group's learning rate (scaled by a group's optional 'lr_scale')."""
+        for g in self.param_groups:
+            g["lr"] = lr * g.get("lr_scale", 1.0)
+
+    def step(self) -> None:
+        for i, group, p in self._params():
+            if p.grad is not None:
+                self._update(p, p.grad.data, group, self.state.setdefault(i, {}))
+
+    def state_dict(self) -> dict:
+        """{'state': {index: {name: array or number}}, 'param_groups': [hyperparameters]}."""
+        groups = [{k: v for k, v in g.items() if k != "params"} | {"n_params": len(g["params"])}
+                  for g in self.param_groups]
+        return {"state": {i: dict(s) for i, s in self.state.items()}, "param_groups": groups}
+
+    def load_state_dict(self, sd: dict) -> None:
+        groups = sd["param_groups"]
+        if [g["n_params"] for g in groups] != [len(g["params"]) for g in self.param_groups]:
+            raise ValueError("optimizer load_state_dict: the parameter groups differ in size from the saved ones "
+                             f"({[g['n_params'] for g in groups]} vs {[len(g['params']) for g in self.param_groups]})")
+        for own, saved in zip(self.param_groups, groups):
+            own.update({k: v for k, v in saved.items() if k != "n_params"})
+        params = {i: p for i, _, p in self._params()}
+        self.state = {}
+        for i, s in sd["state"].items():
+            p = params[int(i)]
+            self.state[int(i)] = {k: (p.xp.array(v, dtype=p.dtype) if hasattr(v, "shape") and np.ndim(v) else v)
+                                  for k, v in s.items()}
+
+
+class SGD(Optimizer):
+    """p -= lr * (g + wd p), with heavy-ball momentum buf = momentum * buf + g (torch's form)."""
+    defaults = {"lr": 1e-2, "momentum": 0.0, "weight_decay": 0.0, "nesterov": False}
+
+    def _check_hyper(self) -> None:
+        super()._check_hyper()
+        for g in self.param_groups:
+            if g["momentum"] < 0 or g["weight_decay"] < 0:
+                raise ValueError(f"SGD: momentum and weight_decay must be >= 0, got {g['momentum']}, "
+                                 f"{g['weight_decay']}")
+            if g["nesterov"] and g["momentum"] <= 0:
+                raise ValueError(f"SGD: nesterov needs momentum > 0, got momentum={g['momentum']}")
+
+    def _update(self, p, g, group, state):
+        if group["weight_decay"]:
+            g = g + group["weight_decay"] * p.data
+        mu = group["momentum"]
+        if mu:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = g.copy()
+            else:
+                buf *= mu
+                buf += g
+            g = g + mu * buf if group["nesterov"] else buf
+        p.data -= group["lr"] * g
+
+
+class AdamW(Optimizer):
+    """Adam with decoupled weight decay (Loshchilov & Hutter), bias-corrected, as torch.optim.AdamW:
+
+    p *= 1 - lr wd;  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
+    p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+    """
+    defaults = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-2}
+
+    def _check_hyper(self) -> None:
+        super()._check_hyper()
+        for g in self.param_groups:
+            b1, b2 = g["betas"]
+            if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
+                raise ValueError(f"AdamW: betas must be in [0, 1), got {g['betas']}")
+            if g["eps"] < 0 or g["weight_decay"] < 0:
+                raise ValueError(f"AdamW: eps and weight_decay must be >= 0, got {g['eps']}, {g['weight_decay']}")
+
+    def _update(self, p, g, group, state):
+        lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = p.xp.zeros_like(p.data)
+            state["exp_avg_sq"] = p.xp.zeros_like(p.data)
+        state["step"] += 1
+        t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
+        if wd:
+            p.data *= 1.0 - lr * wd
+        m *= b1
+        m += (1.0 - b1) * g
+        v *= b2
+        v += (1.0 - b2) * g * g
+        denom = p.xp.sqrt(v)
+        denom /= math.sqrt(1.0 - b2 ** t)
+        denom += eps
+        p.xp.divide(m, denom, out=denom)
+        denom *= lr / (1.0 - b1 ** t)
+        p.data -= denom
+
+
+def decay_groups(model, weight_decay: float, decay_embeddings: bool = True) -> list:
+    """Parameter groups: weight decay on matrices (2-d and up), none on norms and biases;
+    embeddings decay unless decay_embeddings=False (nanoGPT decays them)."""
+    decay, no_decay = [], []
+    embedding_ids = set()
+    if not decay_embeddings:
+        from .nn.layers import Embedding
+        embedding_ids = {id(m.weight) for m in model.modules() if isinstance(m, Embedding)}
+    for _, p in model.named_parameters():
+        (decay if p.ndim >= 2 and id(p) not in embedding_ids else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def warmup_cosine(step: int, max_lr: float, warmup_steps: int, total_steps: int, min_lr: float = 0.0) -> float:
+    """Linear warmup from 0 to max_lr over warmup_steps, then cosine decay to min_lr at total_steps."""
+    if step < warmup_steps:
+        return max_lr * (step + 1) / warmup_steps
+    if step >= total_steps:
+        return min_lr
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return min_lr + 0.5 * (max_lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def clip_grad_norm(params, max_norm: float) -> float:
+    """Scale all gradients in place so their global L2 norm is at most max_norm; returns the norm before."""
+    grads = [p.grad.data for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    total = math.sqrt(sum(float(g.reshape(-1) @ g.reshape(-1)) for g in grads))
+    if total > max_norm:
+        scale = max_norm / (total + 1e-6)
+        for g in grads:
+            g *= scale
+    return total
