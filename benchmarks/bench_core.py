@@ -21,6 +21,9 @@ parser.add_argument("--threads", type=int, default=1, help="BLAS / intra-op thre
 parser.add_argument("--quick", action="store_true", help="fewer repeats and smaller MLPs (a smoke run)")
 parser.add_argument("--act", choices=("gelu", "relu"), default=None,
                     help="MLP activation (default: both; gelu's erf is where numpy loses most)")
+parser.add_argument("--omp-passive", action="store_true",
+                    help="OMP_WAIT_POLICY=PASSIVE: torch's idle OpenMP threads sleep instead of spinning "
+                         "(fairer to numpy's BLAS threads in part b, but adds a wake-up to torch's small ops)")
 parser.add_argument("--only", choices=("ops", "mlp"), default=None, help="run one part only")
 args = parser.parse_args()
 
@@ -28,6 +31,8 @@ args = parser.parse_args()
 for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = str(args.threads)
 os.environ["OPENBLAS_THREAD_TIMEOUT"] = "1"   # idle OpenBLAS threads sleep quickly instead of spinning
+if args.omp_passive:   # torch's OpenMP threads sleep too, instead of spinning on cores OpenBLAS needs next
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 import json  # noqa: E402
 import platform  # noqa: E402
@@ -211,7 +216,8 @@ def main():
     print(f"# tinygrad_reason {tg.__version__} | numpy {np.__version__} | torch {torch.__version__} | "
           f"python {platform.python_version()} | {platform.machine()} {os.cpu_count()} cpus")
     print(f"# threads {args.threads}: torch.get_num_threads()={torch.get_num_threads()}, "
-          f"OpenBLAS reports {openblas_threads()}, quick={args.quick}, {load_note()}", flush=True)
+          f"OpenBLAS reports {openblas_threads()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
+          f"quick={args.quick}, {load_note()}", flush=True)
     if args.only in (None, "ops"):
         per_op(args.quick)
     if args.only in (None, "mlp"):

@@ -1,0 +1,261 @@
+"""Full training steps of a nanoGPT-style model: ours vs torch eager, same process, same threads.
+
+Both sides: learned token + position embeddings, pre-norm LayerNorm with bias, attention written
+with explicit matmuls, a boolean causal mask and softmax (not torch's fused attention), exact-erf
+GELU MLP 4x, untied head without bias, N(0, 0.02) init (GPT-2's scaled residual projections),
+AdamW lr 3e-4, betas (0.9, 0.95), weight decay 0.1 on matrices only. A step is zero_grad, forward,
+cross-entropy, backward, AdamW. Steps alternate ours / torch after warm-up; medians are reported.
+
+    python benchmarks/bench_train.py --threads 2 --configs tiny,small
+    python benchmarks/bench_train.py --configs medium --steps 3      # slow on 2 cores
+
+Prints one JSON line per config: ms/step for both and the ratio ours/torch, tokens/s, model
+FLOP/s and its fraction of the float32 matmul peak measured in the same run, and peak memory of
+each side (measured in a child process per side: growth of the peak RSS over the RSS before
+training, the peak being reset through /proc/self/clear_refs; Linux only).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+CONFIGS = {
+    "tiny": dict(vocab=128, ctx=64, d=128, layers=4, heads=4, batch=32),
+    "small": dict(vocab=4096, ctx=256, d=384, layers=6, heads=6, batch=16),
+    "medium": dict(vocab=8192, ctx=512, d=768, layers=12, heads=12, batch=8),
+}
+
+
+def _set_threads(n: int) -> None:
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "1")   # idle OpenBLAS threads otherwise spin
+
+
+def build(name: str, seed: int = 0):
+    """Our model + optimizer, the torch twin with the same weights, and a fixed batch."""
+    import numpy as np
+    import torch
+
+    import tinygrad_reason as tg
+    from tinygrad_reason.nn import Transformer, TransformerConfig
+    from tinygrad_reason.optim import AdamW, decay_groups
+
+    c = CONFIGS[name]
+    tg.manual_seed(seed)
+    cfg = TransformerConfig(vocab_size=c["vocab"], context_length=c["ctx"], d_model=c["d"], n_layers=c["layers"],
+                            n_heads=c["heads"], positions="learned", norm="layernorm", mlp="gelu", bias=True,
+                            tie_embeddings=False, init_std=0.02)
+    ours = Transformer(cfg)
+    opt = AdamW(decay_groups(ours, 0.1), lr=3e-4, betas=(0.9, 0.95))
+    tmodel = TorchGPT(cfg)
+    with torch.no_grad():
+        for n, p in tmodel.named_parameters():
+            p.copy_(torch.from_numpy(np.asarray(ours.state_dict()[n])))
+    decay = [p for p in tmodel.parameters() if p.dim() >= 2]
+    no_decay = [p for p in tmodel.parameters() if p.dim() < 2]
+    topt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+                             lr=3e-4, betas=(0.9, 0.95))
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, c["vocab"], size=(c["batch"], c["ctx"] + 1))
+    return cfg, ours, opt, tmodel, topt, ids[:, :-1], ids[:, 1:]
+
+
+def TorchGPT(cfg):
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            d = cfg.d_model
+            self.q_proj, self.k_proj = nn.Linear(d, d), nn.Linear(d, d)
+            self.v_proj, self.o_proj = nn.Linear(d, d), nn.Linear(d, d)
+            self.register_buffer("causal", torch.ones(cfg.context_length, cfg.context_length, dtype=torch.bool).triu(1))
+
+        def forward(self, x):
+            b, t, d = x.shape
+            h = cfg.n_heads
+            q, k, v = (p(x).view(b, t, h, d // h).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj))
+            att = (q @ k.transpose(-2, -1)) * (1.0 / (d // h) ** 0.5)
+            att = att.masked_fill(self.causal[:t, :t], float("-inf")).softmax(dim=-1)
+            return self.o_proj((att @ v).transpose(1, 2).reshape(b, t, d))
+
+    class MLP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.proj = nn.Linear(cfg.d_model, 4 * cfg.d_model), nn.Linear(4 * cfg.d_model, cfg.d_model)
+
+        def forward(self, x):
+            return self.proj(F.gelu(self.fc(x)))
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn_norm, self.attn = nn.LayerNorm(cfg.d_model), Attention()
+            self.mlp_norm, self.mlp = nn.LayerNorm(cfg.d_model), MLP()
+
+        def forward(self, x):
+            x = x + self.attn(self.attn_norm(x))
+            return x + self.mlp(self.mlp_norm(x))
+
+    class GPT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+            self.pos_emb = nn.Embedding(cfg.context_length, cfg.d_model)
+            self.blocks = nn.ModuleList(Block() for _ in range(cfg.n_layers))
+            self.norm = nn.LayerNorm(cfg.d_model)
+            self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+
+        def forward(self, ids):
+            x = self.tok_emb(ids) + self.pos_emb(torch.arange(ids.shape[1]))
+            for blk in self.blocks:
+                x = blk(x)
+            return self.lm_head(self.norm(x))
+
+    return GPT()
+
+
+def our_step(model, opt, ids, targets):
+    opt.zero_grad()
+    loss = model.loss(ids, targets)
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+def torch_step(model, opt, ids, targets):
+    import torch.nn.functional as F
+    opt.zero_grad(set_to_none=True)
+    logits = model(ids)
+    loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1))
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+def model_flops_per_step(cfg, batch: int) -> float:
+    """6 N per token for the matmul weights (forward 2N + backward 4N) plus the attention matmuls
+    (q k^T and att v: 2 * 2 * T * d per token per layer forward, x3 with backward)."""
+    d, t, L, V = cfg.d_model, cfg.context_length, cfg.n_layers, cfg.vocab_size
+    n_matmul = L * (4 * d * d + 8 * d * d) + d * V
+    return batch * t * (6 * n_matmul + 3 * 4 * L * t * d)
+
+
+def matmul_peak(n: int = 1024, repeats: int = 5):
+    """float32 GEMM FLOP/s of numpy and of torch on this machine, same threads."""
+    import numpy as np
+    import torch
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    ta = torch.from_numpy(a)
+    out = {}
+    for name, fn in (("numpy", lambda: a @ a), ("torch", lambda: ta @ ta)):
+        fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        out[name] = 2 * n ** 3 / min(times)
+    return out
+
+
+def peak_memory(name: str, side: str, threads: int, steps: int = 2) -> float:
+    """Peak RSS growth (MiB) over `steps` training steps of one side, in a fresh child process."""
+    code = (f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r});"
+            f"import bench_train as b; b._set_threads({threads}); print(b._child_memory({name!r}, {side!r}, {steps}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _child_memory(name: str, side: str, steps: int) -> float:
+    import gc
+
+    import torch
+    cfg, ours, opt, tmodel, topt, ids, targets = build(name)
+    if side == "ours":
+        del tmodel, topt
+    else:
+        del ours, opt
+        tids, ttargets = torch.from_numpy(ids), torch.from_numpy(targets)
+    gc.collect()
+    base = _status_mib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:   # reset the peak (VmHWM) to the current RSS
+        f.write("5")
+    for _ in range(steps):
+        if side == "ours":
+            our_step(ours, opt, ids, targets)
+        else:
+            torch_step(tmodel, topt, tids, ttargets)
+    return _status_mib("VmHWM") - base
+
+
+def _status_mib(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def run(name: str, threads: int, steps: int, warmup: int, memory: bool) -> dict:
+    import numpy as np
+    import torch
+    torch.set_num_threads(threads)
+    cfg, ours, opt, tmodel, topt, ids, targets = build(name)
+    tids, ttargets = torch.from_numpy(ids), torch.from_numpy(targets)
+    ours_times, torch_times = [], []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        lo = our_step(ours, opt, ids, targets)
+        t1 = time.perf_counter()
+        lt = torch_step(tmodel, topt, tids, ttargets)
+        t2 = time.perf_counter()
+        if i >= warmup:
+            ours_times.append(t1 - t0)
+            torch_times.append(t2 - t1)
+    o, t = float(np.median(ours_times)), float(np.median(torch_times))
+    flops = model_flops_per_step(cfg, ids.shape[0])
+    peak = matmul_peak()
+    result = {
+        "config": name, **CONFIGS[name], "threads": threads, "steps": steps,
+        "ours_ms": round(o * 1e3, 2), "torch_ms": round(t * 1e3, 2), "ratio": round(o / t, 3),
+        "ours_tokens_per_s": round(ids.size / o), "torch_tokens_per_s": round(ids.size / t),
+        "ours_gflops": round(flops / o / 1e9, 2), "torch_gflops": round(flops / t / 1e9, 2),
+        "numpy_matmul_peak_gflops": round(peak["numpy"] / 1e9, 2),
+        "torch_matmul_peak_gflops": round(peak["torch"] / 1e9, 2),
+        "ours_peak_fraction": round(flops / o / peak["numpy"], 3),
+        "torch_peak_fraction": round(flops / t / peak["torch"], 3),
+        "final_loss_ours": round(lo, 4), "final_loss_torch": round(lt, 4),
+    }
+    if memory:
+        result["ours_peak_mib"] = round(peak_memory(name, "ours", threads), 1)
+        result["torch_peak_mib"] = round(peak_memory(name, "torch", threads), 1)
+        result["memory_ratio"] = round(result["ours_peak_mib"] / max(result["torch_peak_mib"], 1e-9), 3)
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--configs", default="tiny,small", help="comma-separated: tiny, small, medium")
+    ap.add_argument("--threads", type=int, default=2, help="BLAS / torch threads for both sides")
+    ap.add_argument("--steps", type=int, default=10, help="timed steps per side")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+    args = ap.parse_args()
+    _set_threads(args.threads)
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    for name in args.configs.split(","):
+        if name not in CONFIGS:
+            ap.error(f"unknown config {name!r}: choose from {sorted(CONFIGS)}")
+        print(json.dumps(run(name, args.threads, args.steps, args.warmup, not args.no_memory)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
