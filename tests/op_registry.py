@@ -14,7 +14,8 @@ import numpy as np
 
 import tinygrad_reason as tg
 from tinygrad_reason import functional as F
-from tinygrad_reason.ops import elementwise as E, matmul as MM, movement as M, nn as NN, reduce as R, rope as RP
+from tinygrad_reason.ops import attention as AT, elementwise as E, matmul as MM, movement as M, nn as NN, reduce as R
+from tinygrad_reason.ops import rope as RP
 from tinygrad_reason.ops.rope import rope, rope_tables
 
 # Domains: how input values are drawn (the same draw feeds our op and torch's).
@@ -80,6 +81,24 @@ def _torch_rope(x, base=10000.0):
     cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
     x1, x2 = x[..., : d // 2], x[..., d // 2:]
     return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+def _causal(t):
+    return np.triu(np.ones((t, t), dtype=bool), 1)[None, None]
+
+
+# padding: row 0 may not see key 2, row 1 sees nothing at all (uniform weights, finite)
+_PAD_MASKED = np.array([[False, False, True], [True, True, True]])[:, None, None, :].repeat(3, axis=2)
+
+
+def _torch_attention(q, k, v, masked):
+    """Written-out attention in torch: repeat kv heads, scores, mask, softmax, weighted sum."""
+    import torch
+    rep = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    scores = (q @ k.transpose(-1, -2)) / q.shape[-1] ** 0.5
+    scores = scores.masked_fill(_t(masked), torch.finfo(q.dtype).min)
+    return scores.softmax(-1) @ v
 
 
 def _tmask(shape, rng_seed=7):
@@ -179,6 +198,12 @@ SPECS: list[OpSpec] = [
            lambda x, w: __import__("torch").nn.functional.linear(x, w), [(3, 4), (5, 4)], (MM.Linear,), kind="other"),
     OpSpec("rope", lambda x: rope(x, *rope_tables(x.shape[-2], x.shape[-1], dtype=x.dtype)),
            lambda x: _torch_rope(x), [(2, 3, 5, 8)], (RP.Rope,), kind="other"),
+    OpSpec("attention_causal_gqa", lambda q, k, v: F.attention(q, k, v, _causal(q.shape[2])),
+           lambda q, k, v: _torch_attention(q, k, v, _causal(q.shape[2])), [(2, 4, 5, 8), (2, 2, 5, 8), (2, 2, 5, 8)],
+           (AT.Attention,), twice=False, kind="other"),
+    OpSpec("attention_padding", lambda q, k, v: F.attention(q, k, v, _PAD_MASKED),
+           lambda q, k, v: _torch_attention(q, k, v, _PAD_MASKED), [(2, 2, 3, 4), (2, 2, 3, 4), (2, 2, 3, 4)],
+           (AT.Attention,), twice=False, kind="other"),
     OpSpec("matmul_vec", lambda a, b: a @ b, lambda a, b: a @ b, [(4,), (2, 4, 3)], (MM.MatMul,), kind="other"),
     # ---- nn
     OpSpec("softmax", lambda a: F.softmax(a, axis=-1), lambda a: a.softmax(dim=-1), [(3, 5)], (NN.Softmax,),
@@ -215,10 +240,14 @@ SPECS: list[OpSpec] = [
 DROPOUT = OpSpec("dropout", lambda a: (tg.manual_seed(0), F.dropout(a, 0.3))[1], None, [(20, 10)], (NN.Dropout,),
                  kind="other")
 
+ATTENTION_DROPOUT = OpSpec("attention_dropout",
+                           lambda q, k, v: (tg.manual_seed(0), F.attention(q, k, v, _causal(3), dropout_p=0.25))[1],
+                           None, [(1, 2, 3, 4), (1, 2, 3, 4), (1, 2, 3, 4)], (AT.Attention,), twice=False, kind="other")
+
 # Not differentiable or tested elsewhere: ToDevice (tests/test_cuda.py).
 UNCOVERED_BY_DESIGN = {"ToDevice"}
 
-BY_NAME = {s.name: s for s in SPECS + [DROPOUT]}
+BY_NAME = {s.name: s for s in SPECS + [DROPOUT, ATTENTION_DROPOUT]}
 
 
 def make_inputs(spec: OpSpec, seed: int = 0, dtype=np.float64, shapes=None) -> list:

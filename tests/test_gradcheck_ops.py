@@ -6,9 +6,9 @@ import pytest
 
 import tinygrad_reason as tg
 from tinygrad_reason import Function, Tensor, ops
-from op_registry import DROPOUT, SPECS, UNCOVERED_BY_DESIGN, make_inputs
+from op_registry import ATTENTION_DROPOUT, DROPOUT, SPECS, UNCOVERED_BY_DESIGN, make_inputs
 
-GRAD_SPECS = [s for s in SPECS if s.functions] + [DROPOUT]
+GRAD_SPECS = [s for s in SPECS if s.functions] + [DROPOUT, ATTENTION_DROPOUT]
 
 
 def _tensors(spec, device, seed=0):
@@ -35,7 +35,7 @@ def test_once_differentiable_refuses_create_graph(spec, device):
 
 def _all_functions():
     found = set()
-    for mod in (ops.elementwise, ops.reduce, ops.movement, ops.matmul, ops.nn):
+    for mod in (ops.elementwise, ops.reduce, ops.movement, ops.matmul, ops.nn, ops.rope, ops.attention):
         for name, obj in inspect.getmembers(mod, inspect.isclass):
             if issubclass(obj, Function) and obj.__module__ == mod.__name__ and not name.startswith("_"):
                 found.add(obj)

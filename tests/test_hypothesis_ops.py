@@ -31,7 +31,7 @@ from hypothesis.extra import numpy as hnp
 import tinygrad_reason as tg
 from tinygrad_reason import Function, Tensor, functional as F
 from tinygrad_reason import ops as _ops_pkg
-from tinygrad_reason.ops import elementwise as E, matmul as MM, movement as M, nn as NN, reduce as R
+from tinygrad_reason.ops import attention as AT, elementwise as E, matmul as MM, movement as M, nn as NN, reduce as R
 
 # every module of the ops package, imported, so that every Function subclass is defined
 for _mod in pkgutil.iter_modules(_ops_pkg.__path__):
@@ -1049,6 +1049,32 @@ if RP is not None:
         o = out.numpy()
         np.testing.assert_allclose(o[..., :half] ** 2 + o[..., half:] ** 2,
                                    x[..., :half] ** 2 + x[..., half:] ** 2, atol=1e-12)
+
+
+@covers(AT.Attention)
+@SOME
+@given(data=st.data())
+def test_attention(data):
+    b, hkv, rep = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 2)), data.draw(st.integers(1, 2))
+    t, start, d = data.draw(st.integers(1, 3)), data.draw(st.integers(0, 2)), data.draw(st.integers(1, 3))
+    s = start + t
+    q = data.draw(arrays((b, hkv * rep, t, d)))
+    k, v = data.draw(arrays((b, hkv, s, d))), data.draw(arrays((b, hkv, s, d)))
+    keep = np.asarray(data.draw(hnp.arrays(np.bool_, (b, s))))          # padding: False = a pad key
+    masked = (np.arange(s)[None, :] > start + np.arange(t)[:, None])[None, None] | ~keep[:, None, None, :]
+    lowest = np.finfo(np.float64).min
+
+    def ref(q_, k_, v_):
+        kk, vv = np.repeat(k_, rep, axis=1), np.repeat(v_, rep, axis=1)
+        scores = np.where(masked, lowest, q_ @ kk.swapaxes(-1, -2) / math.sqrt(d))
+        w = np.exp(scores - scores.max(axis=-1, keepdims=True))
+        return (w / w.sum(axis=-1, keepdims=True)) @ vv
+
+    out, grads = check(lambda *z: F.attention(*z, masked), ref, [q, k, v], tol32=1e-4)
+    # a query whose keys are all masked gets the uniform average of v, and no gradient to q
+    dead = masked.all(axis=-1)[:, 0]                                      # (B, T)
+    for bi, ti in zip(*np.nonzero(dead)):
+        np.testing.assert_allclose(grads[0][bi, :, ti], 0.0, atol=1e-12)
 
 
 # ================================================================ the strategies reach the edge cases

@@ -1,9 +1,9 @@
 """Causal multi-head self-attention with grouped-query heads and a preallocated KV cache.
 
-Written out: scores = q k^T / sqrt(d), causal (and padding) mask, softmax, weighted sum of v.
-With n_kv_heads < n_heads, each key/value head serves n_heads / n_kv_heads query heads: queries
-are grouped (B, Hkv, rep, T, d) and keys broadcast over the group axis, so no copy of k or v is
-made (the engine sums their gradients over the group).
+Projections to q, k, v heads, RoPE / QK-norm when configured, then the fused attention op
+(ops/attention.py: scores = q k^T / sqrt(d), causal and padding mask, softmax, weighted sum of
+v, forward and backward written out side by side), then the output projection. With
+n_kv_heads < n_heads, each key/value head serves n_heads / n_kv_heads query heads.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from .. import backend
-from .. import functional as F
+from ..ops.attention import attention
 from ..ops.rope import rope
 from ..tensor import Tensor
 from .layers import Dropout, Linear, RMSNorm
@@ -77,17 +77,11 @@ class CausalSelfAttention(Module):
         if cache is not None:
             k, v = cache.update(layer, k, v, start)
         s = k.shape[2]
-        rep = h // hkv
-        qg = q.reshape(b, hkv, rep, t, hd)                              # query groups per kv head
-        scores = (qg @ k.reshape(b, hkv, 1, s, hd).transpose(-1, -2)) * (1.0 / math.sqrt(hd))
-        masked = causal_mask(t, s, start, x.xp)
+        masked = causal_mask(t, s, start, x.xp)[None, None]              # (1, 1, T, S)
         if pad_mask is not None:
             keep = pad_mask.data if isinstance(pad_mask, Tensor) else x.xp.asarray(pad_mask)
-            masked = masked[None, None, None] | ~keep.astype(bool)[:, None, None, None, :]
-        # the dtype's lowest finite value, not -inf: a row whose keys are all padding then gets
-        # uniform (finite) weights instead of NaNs that would poison the gradients
-        fill = float(np.finfo(scores.dtype).min)
-        weights = self.attn_dropout(F.softmax(scores.masked_fill(masked, fill), axis=-1))
-        out = weights @ v.reshape(b, hkv, 1, s, hd)                     # (B, Hkv, rep, T, hd)
-        out = out.reshape(b, h, t, hd).transpose(1, 2).reshape(b, t, h * hd)
+            masked = masked | ~keep.astype(bool)[:, None, None, :]
+        p = self.attn_dropout.p if self.training else 0.0
+        out = attention(q, k, v, masked, 1.0 / math.sqrt(hd), p)          # (B, H, T, hd)
+        out = out.transpose(1, 2).reshape(b, t, h * hd)
         return self.resid_dropout(self.o_proj(out))

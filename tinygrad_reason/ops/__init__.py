@@ -4,7 +4,7 @@ from __future__ import annotations
 import operator
 
 from ..tensor import Tensor
-from . import elementwise, matmul, movement, nn, reduce
+from . import attention, elementwise, matmul, movement, nn, reduce, rope
 from .elementwise import _const
 
 _E, _M, _R = elementwise, movement, reduce
