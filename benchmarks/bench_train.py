@@ -78,12 +78,17 @@ def TorchGPT(cfg):
             self.v_proj, self.o_proj = nn.Linear(d, d), nn.Linear(d, d)
             self.register_buffer("causal", torch.ones(cfg.context_length, cfg.context_length, dtype=torch.bool).triu(1))
 
-        def forward(self, x):
+        def forward(self, x, cache=None, start=0):
             b, t, d = x.shape
             h = cfg.n_heads
             q, k, v = (p(x).view(b, t, h, d // h).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj))
+            if cache is not None:   # preallocated (k, v) of shape (B, H, max_len, hd), like ours
+                cache[0][:, :, start:start + t] = k
+                cache[1][:, :, start:start + t] = v
+                k, v = cache[0][:, :, :start + t], cache[1][:, :, :start + t]
+            s = k.shape[2]
             att = (q @ k.transpose(-2, -1)) * (1.0 / (d // h) ** 0.5)
-            att = att.masked_fill(self.causal[:t, :t], float("-inf")).softmax(dim=-1)
+            att = att.masked_fill(self.causal[start:start + t, :s], float("-inf")).softmax(dim=-1)
             return self.o_proj((att @ v).transpose(1, 2).reshape(b, t, d))
 
     class MLP(nn.Module):
@@ -100,8 +105,8 @@ def TorchGPT(cfg):
             self.attn_norm, self.attn = nn.LayerNorm(cfg.d_model), Attention()
             self.mlp_norm, self.mlp = nn.LayerNorm(cfg.d_model), MLP()
 
-        def forward(self, x):
-            x = x + self.attn(self.attn_norm(x))
+        def forward(self, x, cache=None, start=0):
+            x = x + self.attn(self.attn_norm(x), cache, start)
             return x + self.mlp(self.mlp_norm(x))
 
     class GPT(nn.Module):
@@ -113,11 +118,16 @@ def TorchGPT(cfg):
             self.norm = nn.LayerNorm(cfg.d_model)
             self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
 
-        def forward(self, ids):
-            x = self.tok_emb(ids) + self.pos_emb(torch.arange(ids.shape[1]))
-            for blk in self.blocks:
-                x = blk(x)
+        def forward(self, ids, caches=None, start=0):
+            x = self.tok_emb(ids) + self.pos_emb(torch.arange(start, start + ids.shape[1]))
+            for i, blk in enumerate(self.blocks):
+                x = blk(x, None if caches is None else caches[i], start)
             return self.lm_head(self.norm(x))
+
+        def new_cache(self, batch, max_len):
+            hd = cfg.d_model // cfg.n_heads
+            shape = (batch, cfg.n_heads, max_len, hd)
+            return [(torch.zeros(shape), torch.zeros(shape)) for _ in range(cfg.n_layers)]
 
     return GPT()
 

@@ -11,7 +11,8 @@ import math
 import numpy as np
 
 from .. import backend
-from ..tensor import Function, Tensor
+from ..tensor import Function, Tensor, is_grad_enabled
+from . import kernels
 
 
 def _check_broadcast(op: str, *shapes) -> None:
@@ -177,43 +178,47 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 class Gelu(Function):
-    """Exact x * Phi(x), Phi the normal CDF; d/dx = Phi(x) + x phi(x)."""
+    """Exact x * Phi(x), Phi the normal CDF; d/dx = Phi(x) + x phi(x).
+
+    Forward and the ordinary backward are fused array kernels (ops/kernels.py: one pass over
+    memory instead of a dozen, float32 sharing exp(-x^2/2) between Phi and phi). Under
+    create_graph the backward must itself be differentiable, so it is written with Tensor ops.
+    """
     def forward(self, x):
-        cdf = backend.erf(x * (1.0 / math.sqrt(2.0)))
-        cdf += 1.0
-        cdf *= 0.5
-        return x * cdf
+        return kernels.gelu_forward(x)
 
     def backward(self, g):
         x = self.parents[0]
+        if not is_grad_enabled():      # no graph is being built: compute dx on arrays directly
+            return Tensor._wrap(kernels.gelu_backward(x.data, g.data))
         cdf = 0.5 * (1.0 + erf(x * (1.0 / math.sqrt(2.0))))
         pdf = _INV_SQRT_2PI * exp(-0.5 * x * x)
         return g * (cdf + x * pdf)
 
 
 class GeluTanh(Function):
-    """0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3)."""
+    """0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3); fused kernels as in Gelu."""
     def forward(self, x):
-        xp = backend.get_array_module(x)
-        u = xp.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))
-        u += 1.0
-        u *= 0.5
-        return x * u
+        return kernels.gelu_tanh_forward(x)
 
     def backward(self, g):
         x = self.parents[0]
+        if not is_grad_enabled():      # no graph is being built: compute dx on arrays directly
+            return Tensor._wrap(kernels.gelu_tanh_backward(x.data, g.data))
         t = tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))
         du = _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * x * x)
         return g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
 
 
 class Silu(Function):
-    """x * sigmoid(x); d/dx = s (1 + x (1 - s))."""
+    """x * sigmoid(x); d/dx = s (1 + x (1 - s)); fused kernels as in Gelu."""
     def forward(self, x):
-        return x * Sigmoid().forward(x)
+        return kernels.silu_forward(x)
 
     def backward(self, g):
         x = self.parents[0]
+        if not is_grad_enabled():      # no graph is being built: compute dx on arrays directly
+            return Tensor._wrap(kernels.silu_backward(x.data, g.data))
         s = sigmoid(x)
         return g * s * (1.0 + x * (1.0 - s))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 
 from .. import backend
-from ..tensor import Function
+from ..tensor import Function, Tensor, is_grad_enabled
 
 
 class MatMul(Function):
@@ -77,12 +77,23 @@ class Linear(Function):
 
     def backward(self, g):
         x, w = self.parents[:2]
-        g2 = g.reshape(math.prod(g.shape[:-1]), g.shape[-1])
-        gx = g @ w if x.requires_grad else None
-        gw = g2.transpose(0, 1) @ x.reshape(g2.shape[0], x.shape[-1]) if w.requires_grad else None
-        if len(self.parents) == 2:
-            return gx, gw
-        return gx, gw, (g2.sum(axis=0) if self.parents[2].requires_grad else None)
+        has_bias = len(self.parents) == 3
+        if is_grad_enabled():   # create_graph: Tensor ops, so the gradient is differentiable again
+            g2 = g.reshape(math.prod(g.shape[:-1]), g.shape[-1])
+            gx = g @ w if x.requires_grad else None
+            gw = g2.transpose(0, 1) @ x.reshape(g2.shape[0], x.shape[-1]) if w.requires_grad else None
+            gb = g2.sum(axis=0) if has_bias and self.parents[2].requires_grad else None
+            return (gx, gw, gb) if has_bias else (gx, gw)
+        # the same three products on arrays, without recording a graph
+        g2 = g.data.reshape(math.prod(g.shape[:-1]), g.shape[-1])
+        x2 = x.data.reshape(g2.shape[0], x.shape[-1])
+        gx = Tensor._wrap((g2 @ w.data).reshape(x.shape)) if x.requires_grad else None
+        gw = Tensor._wrap(g2.T @ x2) if w.requires_grad else None
+        gb = None
+        if has_bias and self.parents[2].requires_grad:
+            # a matrix-vector product with ones runs on BLAS threads; sum(axis=0) does not
+            gb = Tensor._wrap(g.xp.ones(g2.shape[0], dtype=g2.dtype) @ g2)
+        return (gx, gw, gb) if has_bias else (gx, gw)
 
 
 def linear(x, weight, bias=None):
