@@ -202,17 +202,37 @@ class Transformer(Module):
             raise ValueError(f"Transformer: token id {bad} is outside the vocabulary [0, {self.cfg.vocab_size})")
         return arr
 
-    def hidden_states(self, ids, pad_mask=None, cache: KVCache | None = None, start: int = 0) -> Tensor:
-        """The last layer's normalized states, (batch, seq, d_model)."""
+    def hidden_states(self, ids, pad_mask=None, cache: KVCache | None = None, start: int = 0,
+                      positions=None) -> Tensor:
+        """The last layer's normalized states, (batch, seq, d_model).
+
+        start: the cache slot of the first token (causality and the KV cache use it).
+        positions: optional (batch, seq) integer positions for the position embeddings / RoPE,
+        e.g. to count from each row's first real token when rows are left-padded; default
+        start, start+1, ... for every row.
+        """
         ids = self._check_ids(ids, start)
         t = ids.shape[1]
+        xp = self.tok_emb.weight.xp
+        if positions is None:
+            positions = xp.arange(start, start + t)
+        else:
+            positions = positions.data if isinstance(positions, Tensor) else xp.asarray(positions)
+            if positions.shape != ids.shape or not np.issubdtype(positions.dtype, np.integer):
+                raise ValueError(f"Transformer: positions must be integers of shape {ids.shape}, got "
+                                 f"{positions.dtype} {positions.shape}")
+            if positions.size and (int(positions.min()) < 0 or int(positions.max()) >= self.cfg.context_length):
+                raise ValueError(f"Transformer: positions must lie in [0, {self.cfg.context_length})")
         x = self.tok_emb(ids)
         if self.pos_emb is not None:
-            x = x + self.pos_emb(x.xp.arange(start, start + t))
+            x = x + self.pos_emb(positions)
         if self._sinusoidal is not None:
-            x = x + Tensor._wrap(self._sinusoidal[start:start + t])
+            x = x + Tensor._wrap(self._sinusoidal[positions])
         x = self.drop(x)
-        rope = None if self._rope is None else (self._rope[0][start:start + t], self._rope[1][start:start + t])
+        rope = None
+        if self._rope is not None:
+            cos, sin = self._rope[0][positions], self._rope[1][positions]
+            rope = (cos, sin) if positions.ndim == 1 else (cos[:, None], sin[:, None])   # (B, 1, T, hd)
         for i, block in enumerate(self.blocks):
             x = block(x, rope, pad_mask, cache, i, start)
         return self.norm(x)
@@ -221,9 +241,9 @@ class Transformer(Module):
         weight = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
         return F.linear(hidden, weight)
 
-    def forward(self, ids, pad_mask=None, cache: KVCache | None = None, start: int = 0) -> Tensor:
+    def forward(self, ids, pad_mask=None, cache: KVCache | None = None, start: int = 0, positions=None) -> Tensor:
         """Logits (batch, seq, vocab)."""
-        return self.logits(self.hidden_states(ids, pad_mask, cache, start))
+        return self.logits(self.hidden_states(ids, pad_mask, cache, start, positions))
 
     def loss(self, ids, targets, pad_mask=None, ignore_index: int = -100) -> Tensor:
         """Mean next-token cross-entropy; targets equal to ignore_index (e.g. prompt, padding) add nothing."""

@@ -33,11 +33,16 @@ def _rotate(x, cos, sin):
 
 
 class Rope(Function):
-    """x (..., T, d) rotated by per-position tables cos, sin (T, d) (not differentiated)."""
+    """x (..., T, d) rotated by per-position tables cos, sin of shape (T, d), or any shape that
+    broadcasts to x's (e.g. (B, 1, T, d) for per-row positions); the tables are not differentiated."""
     def forward(self, x, cos, sin):
-        if cos.shape != x.shape[-2:] or sin.shape != cos.shape:
-            raise ValueError(f"rope: tables of shape {cos.shape} / {sin.shape} do not match the last two "
-                             f"dims of input shape {x.shape}")
+        try:
+            fits = sin.shape == cos.shape and np.broadcast_shapes(cos.shape, x.shape) == x.shape
+        except ValueError:
+            fits = False
+        if not fits or cos.shape[-1] != x.shape[-1]:
+            raise ValueError(f"rope: tables of shape {cos.shape} / {sin.shape} do not broadcast to input "
+                             f"shape {x.shape}")
         self.cos, self.sin = cos, sin
         return _rotate(x, cos, sin)
 
