@@ -22,7 +22,7 @@ expressions with cupyx's erf.
 The tanh GELU and SiLU kernels are the same formulas as the Tensor-op versions, chunked, in the
 input's own dtype (float64 included: they involve no approximation).
 
-Threads: TINYGRAD_REASON_THREADS (default min(2, cpu count)); arrays under PARALLEL_MIN
+Threads: backend.num_threads() (TINYGRAD_REASON_THREADS, or set_num_threads); arrays under PARALLEL_MIN
 elements run inline on the calling thread. On the 2-core benchmark machine 2 threads took the
 exact GELU forward from ~20 to ~13-17 ms (6.3M float32), and 64K-element chunks beat 16K and 32K
 (with 16K chunks the per-call Python work under the GIL makes 2 threads slower than 1).
@@ -41,28 +41,18 @@ CHUNK = 64 * 1024                 # elements per chunk: 5 float32 buffers of 256
 PARALLEL_MIN = 256 * 1024         # below this the pool's hand-off costs more than it saves
 
 
-def _thread_count() -> int:
-    env = os.environ.get("TINYGRAD_REASON_THREADS")
-    if env:
-        try:
-            return max(1, int(env))
-        except ValueError:
-            raise ValueError(f"TINYGRAD_REASON_THREADS must be an integer, got {env!r}") from None
-    return max(1, min(2, os.cpu_count() or 1))
-
-
-THREADS = _thread_count()
-_pool = None
-_pool_pid = None
-
-
-def _get_pool() -> ThreadPoolExecutor:
-    # A forked child inherits the executor but not its threads (work would wait forever): one pool per process.
-    global _pool, _pool_pid
-    if _pool is None or _pool_pid != os.getpid():
-        _pool = ThreadPoolExecutor(max_workers=THREADS - 1, thread_name_prefix="tinygrad_reason-kernel")
-        _pool_pid = os.getpid()
+def _get_pool(threads: int) -> ThreadPoolExecutor:
+    # A forked child inherits the executor but not its threads (work would wait forever): one pool
+    # per process, rebuilt when the thread count changes (backend.set_num_threads).
+    global _pool, _pool_key
+    if _pool is None or _pool_key != (os.getpid(), threads):
+        _pool = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="tinygrad_reason-kernel")
+        _pool_key = (os.getpid(), threads)
     return _pool
+
+
+_pool = None
+_pool_key = None
 
 
 def _run_chunked(chunk_fn, out, ins, n_scratch: int) -> None:
@@ -86,12 +76,13 @@ def _run_chunked(chunk_fn, out, ins, n_scratch: int) -> None:
                 chunk_fn(*[a[s:e] for a in flat_ins], flat_out[s:e],
                          *[b[:k] for b in scratch])
 
-    if THREADS > 1 and n >= PARALLEL_MIN:
+    threads = backend.num_threads()
+    if threads > 1 and n >= PARALLEL_MIN:
         # contiguous slabs, one per thread, split on chunk boundaries
-        per = -(-n // THREADS)
+        per = -(-n // threads)
         per = -(-per // CHUNK) * CHUNK
         bounds = [(lo, min(lo + per, n)) for lo in range(0, n, per)]
-        futures = [_get_pool().submit(work, lo, hi) for lo, hi in bounds[1:]]
+        futures = [_get_pool(threads).submit(work, lo, hi) for lo, hi in bounds[1:]]
         work(*bounds[0])                     # the calling thread takes the first slab
         for f in futures:
             f.result()                       # re-raises a worker's exception

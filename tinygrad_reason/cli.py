@@ -1,0 +1,379 @@
+"""The `tinygrad-reason` command line: train, eval, sample, compare.
+
+    tinygrad-reason train --format cot --out runs/cot                  # the built-in arithmetic task
+    tinygrad-reason train --config my.toml --set train.steps=500 --out runs/x
+    tinygrad-reason eval --run runs/cot --split ood
+    tinygrad-reason sample --run runs/cot --question "Ann has 5 apples ..."
+    tinygrad-reason compare --out runs/compare                         # direct vs chain of thought
+
+A run directory holds config.json (the resolved config), tokenizer.json, checkpoint/, metrics.jsonl,
+curves.png (with matplotlib) and results.json. Configs are JSON or TOML files with the sections
+task, tokenizer, model, train (see DEFAULT_CONFIG); `--set section.key=value` overrides one value.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import sys
+import time
+
+DEFAULT_CONFIG = {
+    "seed": 0,
+    "device": "cpu",
+    "threads": 0,                  # BLAS threads (0: leave the library default)
+    "task": {"name": "arithmetic", "n_train": 20000, "n_test": 400, "n_ood": 400,
+             "knobs": {"min_steps": 2, "max_steps": 3, "max_value": 20}},
+    "tokenizer": {"vocab_size": 2000},
+    "model": {"context_length": 256, "d_model": 128, "n_layers": 4, "n_heads": 4, "positions": "learned",
+              "norm": "layernorm", "mlp": "gelu", "bias": True, "dropout": 0.0},
+    "train": {"steps": 900, "batch_size": 32, "lr": 3e-3, "min_lr": 3e-4, "warmup": 50, "eval_every": 300,
+              "eval_size": 200, "max_new_tokens": 160, "format": "cot"},
+}
+
+
+class CLIError(Exception):
+    """A bad option, config or run directory: printed as one line, no traceback."""
+
+
+# ------------------------------------------------------------------ configs
+def load_config(path: str | None, overrides=()) -> dict:
+    cfg = copy.deepcopy(DEFAULT_CONFIG)
+    if path:
+        if not os.path.exists(path):
+            raise CLIError(f"config file {path} does not exist")
+        try:
+            if path.endswith(".toml"):
+                try:
+                    import tomllib
+                except ImportError:   # Python 3.10
+                    raise CLIError("TOML configs need Python 3.11+ (tomllib); use a JSON config") from None
+                with open(path, "rb") as f:
+                    user = tomllib.load(f)
+            else:
+                with open(path) as f:
+                    user = json.load(f)
+        except (ValueError, OSError) as e:
+            raise CLIError(f"config file {path}: {e}") from None
+        _merge(cfg, user, path)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise CLIError(f"--set {item!r}: expected section.key=value")
+        _set(cfg, key.strip(), _parse_value(raw.strip()))
+    return cfg
+
+
+def _known(section: str, node: dict) -> set:
+    """Keys a config section accepts: its defaults plus the fields of the dataclass it feeds."""
+    import dataclasses
+    if section == "model":
+        from .nn import TransformerConfig
+        return set(node) | {f.name for f in dataclasses.fields(TransformerConfig)} - {"vocab_size"}
+    if section == "train":
+        from .reasoning.training import TrainConfig
+        return set(node) | {f.name for f in dataclasses.fields(TrainConfig)} - {"checkpoint_dir", "log_path",
+                                                                                  "plot_path", "seed"}
+    return set(node)
+
+
+def _merge(base: dict, user: dict, where: str, prefix: str = "") -> None:
+    for k, v in user.items():
+        name = f"{prefix}{k}"
+        known = _known(prefix.rstrip("."), base)
+        if k not in known and prefix != "task.knobs.":   # task knobs are the task generator's own
+            raise CLIError(f"{where}: unknown config key {name!r}; known: {sorted(known)}")
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _merge(base[k], v, where, name + ".")
+        else:
+            base[k] = v
+
+
+def _parse_value(raw: str):
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw           # a bare string such as cot
+
+
+def _set(cfg: dict, dotted: str, value) -> None:
+    parts = dotted.split(".")
+    node = cfg
+    for p in parts[:-1]:
+        if not isinstance(node.get(p), dict):
+            raise CLIError(f"--set {dotted}: {p!r} is not a config section")
+        node = node[p]
+    known = _known(".".join(parts[:-1]), node)
+    if parts[-1] not in known and parts[:-1] != ["task", "knobs"]:
+        raise CLIError(f"--set {dotted}: unknown key {parts[-1]!r}; known: {sorted(known)}")
+    node[parts[-1]] = value
+
+
+# ------------------------------------------------------------------ building a run
+def _setup_threads(cfg: dict) -> None:
+    n = int(cfg.get("threads") or 0)
+    if n > 0:
+        from .backend import set_num_threads
+        set_num_threads(n)
+
+
+def build_splits(cfg: dict) -> dict:
+    from .data import make_splits
+    t = cfg["task"]
+    try:
+        return make_splits(t["name"], t["n_train"], t["n_test"], t["n_ood"], seed=cfg["seed"], **t.get("knobs", {}))
+    except (TypeError, ValueError, KeyError) as e:
+        raise CLIError(f"task config {t}: {e}") from None
+
+
+def build_tokenizer(cfg: dict, train_records):
+    from .tokenizer import Tokenizer
+    texts = [" ".join([r.question, *r.steps, str(r.answer)]) for r in train_records[:5000]]
+    return Tokenizer.train(texts, cfg["tokenizer"]["vocab_size"])
+
+
+def build_model(cfg: dict, vocab_size: int):
+    from .nn import Transformer, TransformerConfig
+    try:
+        model_cfg = TransformerConfig(vocab_size=vocab_size, **cfg["model"])
+    except TypeError as e:
+        raise CLIError(f"model config: {e}") from None
+    return Transformer(model_cfg).to(cfg["device"])
+
+
+def _train_config(cfg: dict, out: str):
+    from .reasoning.training import TrainConfig
+    t = {k: v for k, v in cfg["train"].items() if k != "format"}
+    try:
+        return TrainConfig(**t, seed=cfg["seed"], checkpoint_dir=os.path.join(out, "checkpoint"),
+                           log_path=os.path.join(out, "metrics.jsonl"), plot_path=os.path.join(out, "curves.png"))
+    except TypeError as e:
+        raise CLIError(f"train config: {e}") from None
+
+
+def run_training(cfg: dict, out: str, fmt: str | None = None) -> dict:
+    """Train one format in run directory `out` (resuming if a checkpoint is there); returns results."""
+    import tinygrad_reason as tg
+    from .data.formats import FORMATS
+    from .reasoning.training import train
+    fmt = fmt or cfg["train"]["format"]
+    if fmt not in FORMATS:
+        raise CLIError(f"format must be one of {FORMATS}, got {fmt!r}")
+    cfg = copy.deepcopy(cfg)
+    cfg["train"]["format"] = fmt
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    tg.manual_seed(cfg["seed"])
+    splits = build_splits(cfg)
+    tok = build_tokenizer(cfg, splits["train"])
+    tok.save(os.path.join(out, "tokenizer.json"))
+    model = build_model(cfg, tok.vocab_size)
+    t0 = time.perf_counter()
+    result = train(model, tok, splits["train"], splits["test"], fmt, _train_config(cfg, out))
+    seconds = time.perf_counter() - t0
+    results = {"format": fmt, "train_seconds": round(seconds, 1), "steps": result["steps_done"],
+               "parameters": model.num_parameters(), "history": result["history"]}
+    for split in ("test", "ood"):
+        results[split] = evaluate_split(model, tok, splits[split], fmt, cfg)
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    return results
+
+
+def evaluate_split(model, tok, records, fmt: str, cfg: dict) -> dict:
+    from .reasoning.training import evaluate, wilson_interval
+    r = evaluate(model, tok, records, fmt, cfg["train"].get("eval_batch", 64), cfg["train"]["max_new_tokens"])
+    lo, hi = wilson_interval(r["correct"], r["n"])
+    return {**r, "ci95": [round(lo, 4), round(hi, 4)]}
+
+
+def load_run(run: str):
+    """(config, tokenizer, model, splits) of a finished or interrupted run directory."""
+    from .checkpoint import load_checkpoint
+    from .tokenizer import Tokenizer
+    for name in ("config.json", "tokenizer.json", os.path.join("checkpoint", "checkpoint.json")):
+        if not os.path.exists(os.path.join(run, name)):
+            raise CLIError(f"run directory {run}: {name} is missing (train first: tinygrad-reason train --out {run})")
+    with open(os.path.join(run, "config.json")) as f:
+        cfg = json.load(f)
+    tok = Tokenizer.load(os.path.join(run, "tokenizer.json"))
+    model = build_model(cfg, tok.vocab_size)
+    load_checkpoint(os.path.join(run, "checkpoint"), model, restore_rng=False)
+    model.eval()
+    return cfg, tok, model, build_splits(cfg)
+
+
+# ------------------------------------------------------------------ the comparison table
+def two_proportion_p(c1: int, n1: int, c2: int, n2: int) -> float:
+    """Two-sided p-value of a two-proportion z-test (pooled)."""
+    if not n1 or not n2:
+        return float("nan")
+    p = (c1 + c2) / (n1 + n2)
+    se = math.sqrt(p * (1 - p) * (1 / n1 + 1 / n2))
+    if se == 0:
+        return 1.0
+    z = abs(c1 / n1 - c2 / n2) / se
+    return math.erfc(z / math.sqrt(2))
+
+
+def comparison_table(results: dict) -> str:
+    lines = ["| format | split | accuracy | correct / n | 95% CI (Wilson) | train time |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for fmt in ("direct", "cot"):
+        r = results[fmt]
+        for split in ("test", "ood"):
+            s = r[split]
+            lines.append(f"| {'chain of thought' if fmt == 'cot' else 'direct'} | {split} | {s['accuracy']:.1%} | "
+                         f"{s['correct']} / {s['n']} | [{s['ci95'][0]:.1%}, {s['ci95'][1]:.1%}] | "
+                         f"{r['train_seconds']:.0f} s |")
+    for split in ("test", "ood"):
+        a, b = results["cot"][split], results["direct"][split]
+        p = two_proportion_p(a["correct"], a["n"], b["correct"], b["n"])
+        lines.append(f"\n{split}: chain of thought minus direct = {a['accuracy'] - b['accuracy']:+.1%}, "
+                     f"two-proportion z-test p = {p:.2g}")
+    return "\n".join(lines) + "\n"
+
+
+def run_compare(cfg: dict, out: str) -> dict:
+    results = {fmt: run_training(cfg, os.path.join(out, fmt), fmt) for fmt in ("direct", "cot")}
+    table = comparison_table(results)
+    with open(os.path.join(out, "table.md"), "w") as f:
+        f.write(table)
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    return {"results": results, "table": table}
+
+
+# ------------------------------------------------------------------ commands
+def cmd_train(args) -> None:
+    cfg = _config_from(args)
+    r = run_training(cfg, args.out, args.format)
+    print(json.dumps({k: r[k] for k in ("format", "train_seconds", "steps", "parameters")}))
+    for split in ("test", "ood"):
+        s = r[split]
+        print(f"{split}: accuracy {s['accuracy']:.1%} ({s['correct']}/{s['n']}, 95% CI {s['ci95']})")
+
+
+def cmd_eval(args) -> None:
+    cfg, tok, model, splits = load_run(args.run)
+    if args.split not in splits:
+        raise CLIError(f"--split must be one of {sorted(splits)}")
+    records = splits[args.split][:args.n] if args.n else splits[args.split]
+    result = evaluate_split(model, tok, records, cfg["train"]["format"], cfg)
+    result.update(split=args.split, method="greedy", run=args.run)
+    out = args.out or os.path.join(args.run, f"eval-{args.split}.json")
+    with open(out, "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"| method | split | accuracy | n | 95% CI | tokens | seconds |\n| --- | --- | --- | --- | --- | --- | --- |\n"
+          f"| greedy | {args.split} | {result['accuracy']:.1%} | {result['n']} | "
+          f"[{result['ci95'][0]:.1%}, {result['ci95'][1]:.1%}] | {result['generated_tokens']} | {result['seconds']:.1f} |")
+
+
+def cmd_sample(args) -> None:
+    from .data.formats import parse_completion
+    from .data.records import Record
+    from .reasoning.sampling import SamplingConfig, generate_stream
+    cfg, tok, model, _ = load_run(args.run)
+    fmt = cfg["train"]["format"]
+    from .data.formats import prompt_ids
+    prompt = prompt_ids(Record(question=args.question, steps=[], answer=""), tok, fmt)
+    scfg = SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                          max_new_tokens=args.max_new_tokens, stop_ids=(tok.eot_id,), seed=args.seed)
+    out = []
+    for t in generate_stream(model, prompt, scfg):
+        out.append(t)
+        if not tok.is_special(t):
+            print(tok.decode([t]), end="", flush=True)
+        elif t == tok.step_id:
+            print(flush=True)
+    print(f"\nanswer: {parse_completion(out, tok, fmt)}")
+
+
+def cmd_compare(args) -> None:
+    cfg = _config_from(args)
+    print(run_compare(cfg, args.out)["table"])
+
+
+def _config_from(args) -> dict:
+    cfg = load_config(args.config, args.set or ())
+    if args.seed is not None:
+        cfg["seed"] = args.seed
+    if args.device is not None:
+        cfg["device"] = args.device
+    if getattr(args, "steps", None) is not None:
+        cfg["train"]["steps"] = args.steps
+    if getattr(args, "threads", None) is not None:
+        cfg["threads"] = args.threads
+    _setup_threads(cfg)
+    from .backend import check_device
+    try:
+        check_device(cfg["device"])
+    except (ValueError, RuntimeError) as e:
+        raise CLIError(str(e)) from None
+    return cfg
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="tinygrad-reason", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(p):
+        p.add_argument("--config", help="JSON or TOML config file (sections: task, tokenizer, model, train)")
+        p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                       help="override one config value, e.g. --set train.steps=500 (repeatable)")
+        p.add_argument("--seed", type=int, help="seed for data splits, initialisation and batches")
+        p.add_argument("--device", choices=["cpu", "cuda"], help="where the model runs (cuda needs CuPy)")
+        p.add_argument("--steps", type=int, help="training steps (same as --set train.steps=N)")
+        p.add_argument("--threads", type=int, help="BLAS and kernel threads (1 is fastest on a busy machine)")
+
+    p = sub.add_parser("train", help="train a model on the task in one format",
+                       description="Train on the configured task; resumes if OUT holds a checkpoint.")
+    common(p)
+    p.add_argument("--format", choices=["direct", "cot"], help="direct answers or chain of thought")
+    p.add_argument("--out", required=True, help="run directory (created; a checkpoint there is resumed)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a trained run on a split (greedy decoding, exact match)")
+    p.add_argument("--run", required=True, help="run directory written by train")
+    p.add_argument("--split", default="test", help="test or ood (default test)")
+    p.add_argument("--n", type=int, default=0, help="evaluate only the first N problems (0: all)")
+    p.add_argument("--out", help="JSON result file (default RUN/eval-SPLIT.json)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("sample", help="answer one question with a trained run, streaming tokens")
+    p.add_argument("--run", required=True, help="run directory written by train")
+    p.add_argument("--question", required=True, help="the problem text")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass in (0, 1]")
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("compare", help="train direct and chain-of-thought models and tabulate accuracy",
+                       description="Train both formats with the same config; writes OUT/table.md and results.json.")
+    common(p)
+    p.add_argument("--out", required=True, help="directory for both runs and the table")
+    p.set_defaults(func=cmd_compare)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except CLIError as e:
+        print(f"tinygrad-reason {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
