@@ -131,14 +131,17 @@ def build_splits(cfg: dict) -> dict:
 def build_tokenizer(cfg: dict, train_records):
     from .tokenizer import Tokenizer
     texts = [" ".join([r.question, *r.steps, str(r.answer)]) for r in train_records[:5000]]
-    return Tokenizer.train(texts, cfg["tokenizer"]["vocab_size"])
+    try:
+        return Tokenizer.train(texts, cfg["tokenizer"]["vocab_size"])
+    except (TypeError, ValueError) as e:
+        raise CLIError(f"tokenizer config: {e}") from None
 
 
 def build_model(cfg: dict, vocab_size: int):
     from .nn import Transformer, TransformerConfig
     try:
         model_cfg = TransformerConfig(vocab_size=vocab_size, **cfg["model"])
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise CLIError(f"model config: {e}") from None
     return Transformer(model_cfg).to(cfg["device"])
 
@@ -149,7 +152,7 @@ def _train_config(cfg: dict, out: str):
     try:
         return TrainConfig(**t, seed=cfg["seed"], checkpoint_dir=os.path.join(out, "checkpoint"),
                            log_path=os.path.join(out, "metrics.jsonl"), plot_path=os.path.join(out, "curves.png"))
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise CLIError(f"train config: {e}") from None
 
 
@@ -163,6 +166,15 @@ def run_training(cfg: dict, out: str, fmt: str | None = None) -> dict:
         raise CLIError(f"format must be one of {FORMATS}, got {fmt!r}")
     cfg = copy.deepcopy(cfg)
     cfg["train"]["format"] = fmt
+    train_cfg = _train_config(cfg, out)      # a bad train config fails before anything is written
+    old_cfg = os.path.join(out, "config.json")
+    if os.path.exists(os.path.join(out, "checkpoint", "checkpoint.json")) and os.path.exists(old_cfg):
+        with open(old_cfg) as f:
+            old = json.load(f)
+        changed = [k for k in ("seed", "task", "tokenizer", "model") if old.get(k) != cfg.get(k)]
+        if changed:   # resuming must not overwrite a run's config.json with one its checkpoint does not fit
+            raise CLIError(f"run directory {out} holds a checkpoint trained with a different "
+                           f"{'/'.join(changed)} config; resume with the same one or use another --out")
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)
@@ -172,7 +184,7 @@ def run_training(cfg: dict, out: str, fmt: str | None = None) -> dict:
     tok.save(os.path.join(out, "tokenizer.json"))
     model = build_model(cfg, tok.vocab_size)
     t0 = time.perf_counter()
-    result = train(model, tok, splits["train"], splits["test"], fmt, _train_config(cfg, out))
+    result = train(model, tok, splits["train"], splits["test"], fmt, train_cfg)
     seconds = time.perf_counter() - t0
     results = {"format": fmt, "train_seconds": round(seconds, 1), "steps": result["steps_done"],
                "parameters": model.num_parameters(), "history": result["history"]}
@@ -363,10 +375,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from .checkpoint import CheckpointError
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except CLIError as e:
+    except (CLIError, CheckpointError, ValueError, FileNotFoundError) as e:
+        # bad input (options, configs, data that does not fit the model) is one line, not a traceback;
+        # set TINYGRAD_REASON_TRACEBACK=1 to see where it came from
+        if os.environ.get("TINYGRAD_REASON_TRACEBACK"):
+            raise
         print(f"tinygrad-reason {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

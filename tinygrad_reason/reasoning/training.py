@@ -157,8 +157,9 @@ def train(model, tok, train_records, eval_records, fmt: str, cfg: TrainConfig) -
     progress = _Progress(cfg.steps, cfg.progress)
     model.train()
     t_last, tokens = time.perf_counter(), 0
-    step = start
+    done = start
     for step in range(start, cfg.steps):
+        done = step + 1
         opt.set_lr(warmup_cosine(step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr))
         opt.zero_grad()
         loss_sum = 0.0
@@ -198,7 +199,7 @@ def train(model, tok, train_records, eval_records, fmt: str, cfg: TrainConfig) -
     progress.close()
     if cfg.log_path and cfg.plot_path:
         plot_metrics(cfg.log_path, cfg.plot_path)
-    return {"history": history, "best_accuracy": best, "steps_done": step + 1}
+    return {"history": history, "best_accuracy": best, "steps_done": done}
 
 
 def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple:
