@@ -24,8 +24,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, help="training steps per model (default: the config's)")
     ap.add_argument("--threads", type=int, default=1, help="BLAS and kernel threads (1 is robust on a busy machine)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="a tiny task and model: a smoke run of the pipeline")
     args = ap.parse_args()
     cfg = load_config(None)
+    if args.quick:
+        cfg["task"].update(n_train=200, n_test=8, n_ood=8)
+        cfg["model"].update(d_model=16, n_layers=1, n_heads=2)
+        cfg["train"].update(steps=4, eval_every=2, eval_size=4, max_new_tokens=8)
     cfg["seed"], cfg["threads"] = args.seed, args.threads
     if args.steps:
         cfg["train"]["steps"] = args.steps

@@ -49,3 +49,20 @@ def test_backprop_by_hand_default_out_is_cwd(tmp_path):
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "backprop.dot").read_text().startswith("digraph")
     assert "dot -Tpng backprop.dot -o backprop.png" in run.stdout
+
+
+def test_train_tiny_gpt_runs_and_the_loss_falls(tmp_path):
+    run = run_example("02_train_tiny_gpt.py", "--steps", "30", "--sample-chars", "20", cwd=tmp_path)
+    assert run.returncode == 0, f"stdout:\n{run.stdout}\nstderr:\n{run.stderr}"
+    first, last = map(float, re.search(r"^loss (\d+\.\d+) -> (\d+\.\d+)", run.stdout, re.M).groups())
+    assert last < first - 0.3, run.stdout
+    assert re.search(r"^sample: It was the ", run.stdout, re.M)
+
+
+def test_cot_vs_direct_quick_writes_the_table(tmp_path):
+    run = run_example("03_cot_vs_direct.py", "--quick", "--out", str(tmp_path / "cmp"), cwd=tmp_path)
+    assert run.returncode == 0, f"stdout:\n{run.stdout}\nstderr:\n{run.stderr}"
+    table = (tmp_path / "cmp" / "table.md").read_text()
+    for row in ("| direct | test |", "| direct | ood |", "| chain of thought | test |", "| chain of thought | ood |"):
+        assert row in table
+    assert "two-proportion z-test p =" in table and table in run.stdout
