@@ -3,6 +3,7 @@
     tinygrad-reason train --format cot --out runs/cot                  # the built-in arithmetic task
     tinygrad-reason train --config my.toml --set train.steps=500 --out runs/x
     tinygrad-reason eval --run runs/cot --split ood
+    tinygrad-reason eval --run runs/cot --methods greedy,sc@8,tool,refine@2 --n 100
     tinygrad-reason sample --run runs/cot --question "Ann has 5 apples ..."
     tinygrad-reason compare --out runs/compare                         # direct vs chain of thought
 
@@ -270,10 +271,22 @@ def cmd_train(args) -> None:
 
 
 def cmd_eval(args) -> None:
+    specs = None
+    if args.methods is not None:
+        from .reasoning.methods import parse_methods
+        try:
+            specs = parse_methods(args.methods)
+        except ValueError as e:
+            raise CLIError(f"--methods: {e}") from None
+    if args.temperature is not None and not args.temperature > 0:
+        raise CLIError(f"--temperature must be > 0, got {args.temperature}")
     cfg, tok, model, splits = load_run(args.run)
     if args.split not in splits:
         raise CLIError(f"--split must be one of {sorted(splits)}")
     records = splits[args.split][:args.n] if args.n else splits[args.split]
+    if specs is not None:
+        _eval_methods(args, specs, cfg, tok, model, records)
+        return
     result = evaluate_split(model, tok, records, cfg["train"]["format"], cfg)
     result.update(split=args.split, method="greedy", run=args.run)
     out = args.out or os.path.join(args.run, f"eval-{args.split}.json")
@@ -282,6 +295,26 @@ def cmd_eval(args) -> None:
     print(f"| method | split | accuracy | n | 95% CI | tokens | seconds |\n| --- | --- | --- | --- | --- | --- | --- |\n"
           f"| greedy | {args.split} | {result['accuracy']:.1%} | {result['n']} | "
           f"[{result['ci95'][0]:.1%}, {result['ci95'][1]:.1%}] | {result['generated_tokens']} | {result['seconds']:.1f} |")
+
+
+def _eval_methods(args, specs, cfg, tok, model, records) -> None:
+    """eval --methods: every method on the same problems; JSON + markdown table written and printed."""
+    from .reasoning.methods import EvalSettings, methods_table, run_method
+    settings = EvalSettings(max_new_tokens=cfg["train"]["max_new_tokens"], seed=args.seed or 0,
+                            temperature=0.7 if args.temperature is None else args.temperature,
+                            rows_per_call=cfg["train"].get("eval_batch", 64))
+    fmt = cfg["train"]["format"]
+    if fmt != "cot" and any(s.kind == "refine" for s in specs):
+        raise CLIError("--methods: refine@K needs a chain-of-thought run (train --format cot)")
+    rows = [run_method(s, model, tok, records, fmt, settings) for s in specs]
+    table = methods_table(rows, args.split)
+    out = args.out or os.path.join(args.run, f"eval-methods-{args.split}.json")
+    with open(out, "w") as f:
+        json.dump({"run": args.run, "split": args.split, "format": fmt, "n": len(records),
+                   "settings": vars(settings), "results": rows}, f, indent=2)
+    with open(os.path.splitext(out)[0] + ".md", "w") as f:
+        f.write(table)
+    print(table, end="")
 
 
 def cmd_sample(args) -> None:
@@ -349,11 +382,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory (created; a checkpoint there is resumed)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a trained run on a split (greedy decoding, exact match)")
+    p = sub.add_parser("eval", help="evaluate a trained run on a split (greedy, or --methods: "
+                                    "self-consistency, calculator tool, refinement; exact match)")
     p.add_argument("--run", required=True, help="run directory written by train")
     p.add_argument("--split", default="test", help="test or ood (default test)")
     p.add_argument("--n", type=int, default=0, help="evaluate only the first N problems (0: all)")
-    p.add_argument("--out", help="JSON result file (default RUN/eval-SPLIT.json)")
+    p.add_argument("--out", help="JSON result file (default RUN/eval-SPLIT.json; with --methods "
+                                 "RUN/eval-methods-SPLIT.json and a markdown table beside it, .md)")
+    p.add_argument("--methods", help="comma-separated evaluation methods: greedy, tool (calculator), sc@N "
+                                     "(self-consistency over N samples), refine@K (K refinement rounds); "
+                                     "e.g. greedy,sc@8,tool,refine@2 (default: greedy only)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="sampling temperature of sc@N and refine's resampling (default 0.7)")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed of --methods (default 0)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("sample", help="answer one question with a trained run, streaming tokens")

@@ -34,6 +34,19 @@ max_new_tokens and the context limit.
 Stopping: a row finishes when it samples a stop id (the stop token IS included in its tokens and
 log-probs, finish reason 'stop'), or reaches its budget ('length'). Finished rows keep being fed
 `pad_id` (masked from attention) until every row is done; their reported tokens stop changing.
+
+Tools (token-level hook; `generate(..., tool=fn)` / `generate_stream(..., tool=fn)`). After every
+SAMPLED token of an active row that did not end, `fn(generated)` is called with that row's generated
+tokens so far (a list of ints, prompt excluded). It returns None (nothing to do) or a list of token
+ids, which then become the row's next tokens, one per step, without sampling ("forced"); the tool is
+not called again until they are all out, and not on forced tokens. Forced tokens go through the
+model like any other token (they enter the KV cache, the repetition-penalty set and the n-gram
+history), count against the length budget and end the row if one is a stop id. For a forced token,
+`logprobs` holds the MODEL's log-probability of that token (log_softmax of the raw logits at that
+step: how much the model agreed with the tool), `sample_logprobs` holds 0.0 (it was chosen with
+probability 1), and `GenerationResult.forced` marks it True (mask these out of policy-gradient
+losses). A forced step still draws its row's uniform, so a row's random stream stays aligned with the
+step index. `reasoning/tools.py` has the calculator tool.
 """
 from __future__ import annotations
 
@@ -278,12 +291,14 @@ def sample_from_logits(logits, cfg: SamplingConfig, rng, seen=None, banned=None)
 @dataclass
 class GenerationResult:
     """Per row: generated tokens (stop token included), their log-probs under the model
-    distribution and under the sampling distribution, and why the row ended ('stop' / 'length')."""
+    distribution and under the sampling distribution, why the row ended ('stop' / 'length'), and
+    which tokens a tool forced (all False without a tool)."""
     tokens: list[list[int]]
     logprobs: list[np.ndarray]
     sample_logprobs: list[np.ndarray]
     finish_reasons: list[str]
     prompt_lengths: list[int] = field(default_factory=list)
+    forced: list[np.ndarray] = field(default_factory=list)   # per row (T,) bool: token forced by a tool
 
     @property
     def n_generated(self) -> list[int]:
@@ -345,9 +360,10 @@ def _check_prompts(model, prompts, cfg) -> list[list[int]]:
     return out
 
 
-def _decode(model, prompts: list[list[int]], cfg: SamplingConfig, rngs) -> Iterator[tuple]:
+def _decode(model, prompts: list[list[int]], cfg: SamplingConfig, rngs, tool=None) -> Iterator[tuple]:
     """Decode one batch on one KV cache. Yields per step (Sample, active-before-step (B,) bool,
-    finished-this-step reasons dict row -> reason). Prompts must be safe to left-pad together."""
+    finished-this-step reasons dict row -> reason, forced-this-step (B,) bool). Prompts must be safe
+    to left-pad together. `tool`: see the module docstring."""
     b = len(prompts)
     vocab, ctx = model.cfg.vocab_size, model.cfg.context_length
     lens = np.array([len(p) for p in prompts])
@@ -371,6 +387,7 @@ def _decode(model, prompts: list[list[int]], cfg: SamplingConfig, rngs) -> Itera
         for i, p in enumerate(prompts):
             seen[i, p] = True
     active = np.ones(b, dtype=bool)
+    pending = [[] for _ in range(b)]                                    # tokens a tool forces next
 
     pos, feed = 0, ids
     for step in range(budget):
@@ -383,6 +400,15 @@ def _decode(model, prompts: list[list[int]], cfg: SamplingConfig, rngs) -> Itera
         if cfg.no_repeat_ngram_size > 0:
             banned = np.stack([ngram_bans(history[i], cfg.no_repeat_ngram_size, vocab) for i in range(b)])
         s = sample_from_logits(logits, cfg, rngs, seen, banned)
+        forced = np.zeros(b, dtype=bool)
+        if tool is not None and any(pending[i] for i in np.nonzero(active)[0]):
+            fids, flp, fslp = s.ids.copy(), s.logprobs.copy(), s.sample_logprobs.copy()
+            model_lp = log_softmax(logits)
+            for i in np.nonzero(active)[0]:
+                if pending[i]:
+                    t = pending[i].pop(0)
+                    fids[i], flp[i], fslp[i], forced[i] = t, model_lp[i, t], 0.0, True
+            s = Sample(fids, flp, fslp)
         ended = {}
         for i in np.nonzero(active)[0]:
             tok = int(s.ids[i])
@@ -393,7 +419,14 @@ def _decode(model, prompts: list[list[int]], cfg: SamplingConfig, rngs) -> Itera
                 ended[int(i)] = "stop"
             elif step == budget - 1:
                 ended[int(i)] = "length"
-        yield s, active.copy(), ended
+            elif tool is not None and not forced[i] and not pending[i]:
+                out = tool(history[i][int(lens[i]):])
+                if out:
+                    out = [int(t) for t in out]
+                    if min(out) < 0 or max(out) >= vocab:
+                        raise ValueError(f"generate: the tool forced a token id outside the vocabulary [0, {vocab})")
+                    pending[i] = out
+        yield s, active.copy(), ended, forced
         for i in ended:
             active[i] = False
         if not active.any():
@@ -406,20 +439,22 @@ def _decode(model, prompts: list[list[int]], cfg: SamplingConfig, rngs) -> Itera
             padded = padded or not active.all()
 
 
-def generate_stream(model, prompt_ids: Sequence[int], cfg: SamplingConfig, row_seed: int = 0) -> Iterator[int]:
+def generate_stream(model, prompt_ids: Sequence[int], cfg: SamplingConfig, row_seed: int = 0,
+                    tool=None) -> Iterator[int]:
     """Yield the tokens of one sequence one at a time as they are produced (stop token included).
     The prompt goes through in one forward, then one token per step on the KV cache. Same tokens as
-    generate(model, [prompt_ids], cfg, row_seeds=[row_seed])."""
+    generate(model, [prompt_ids], cfg, row_seeds=[row_seed], tool=tool)."""
     prompts = _check_prompts(model, [prompt_ids], cfg)
-    for s, _, _ in _decode(model, prompts, cfg, row_generators(cfg, [row_seed])):
+    for s, _, _, _ in _decode(model, prompts, cfg, row_generators(cfg, [row_seed]), tool):
         yield int(s.ids[0])
 
 
 def generate(model, prompts: Sequence[Sequence[int]], cfg: SamplingConfig,
-             row_seeds: Sequence[int] | None = None) -> GenerationResult:
+             row_seeds: Sequence[int] | None = None, tool=None) -> GenerationResult:
     """Decode many prompts at once: one batch on one KV cache, prompts left-padded and masked, each
     row with its own positions. Row i samples from default_rng([cfg.seed, row_seeds[i]]), row_seeds
-    defaulting to 0..B-1."""
+    defaulting to 0..B-1. `tool(generated_tokens) -> list[int] | None` forces tokens per row (see the
+    module docstring; e.g. tools.CalculatorTool)."""
     prompts = _check_prompts(model, prompts, cfg)
     n = len(prompts)
     row_seeds = list(range(n)) if row_seeds is None else [int(s) for s in row_seeds]
@@ -428,15 +463,17 @@ def generate(model, prompts: Sequence[Sequence[int]], cfg: SamplingConfig,
     tokens = [[] for _ in range(n)]
     logprobs = [[] for _ in range(n)]
     sample_lps = [[] for _ in range(n)]
+    forced = [[] for _ in range(n)]
     reasons = ["length"] * n
-    steps = _decode(model, prompts, cfg, row_generators(cfg, row_seeds)) if n else ()
-    for s, active, ended in steps:
+    steps = _decode(model, prompts, cfg, row_generators(cfg, row_seeds), tool) if n else ()
+    for s, active, ended, was_forced in steps:
         for i in np.nonzero(active)[0]:
             tokens[i].append(int(s.ids[i]))
             logprobs[i].append(float(s.logprobs[i]))
             sample_lps[i].append(float(s.sample_logprobs[i]))
+            forced[i].append(bool(was_forced[i]))
         for i, why in ended.items():
             reasons[i] = why
     return GenerationResult(tokens, [np.array(x, dtype=np.float64) for x in logprobs],
                             [np.array(x, dtype=np.float64) for x in sample_lps], reasons,
-                            [len(p) for p in prompts])
+                            [len(p) for p in prompts], [np.array(x, dtype=bool) for x in forced])

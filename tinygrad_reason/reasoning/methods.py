@@ -1,0 +1,140 @@
+"""Evaluation methods for a trained run: the same problems, different ways of decoding an answer.
+
+    greedy      greedy decoding (temperature 0)
+    tool        greedy decoding with the calculator tool (tools.CalculatorTool) forcing annotation results
+    sc@N        self-consistency: N sampled paths (temperature `temperature`), majority vote
+    refine@K    greedy, then K rounds of checked-prefix self-refinement (refine.py)
+
+Every method grades the same way: exact match of canonical answers
+(:func:`self_consistency.answers_match`: the grader's normalization plus exact arithmetic values, so
+``4``, ``4.0`` and ``8/2`` agree). For integer answers this equals ``training.evaluate``'s match.
+Each result row: method, accuracy, correct, n, 95% Wilson CI, tokens generated (every sampled or
+forced token of every path / round), wall time, plus method-specific counters.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+from ..data.formats import parse_completion, prompt_ids
+from .sampling import SamplingConfig, generate
+from .self_consistency import accuracy_vs_n, answers_match
+
+__all__ = ["MethodSpec", "EvalSettings", "parse_methods", "run_method", "run_methods", "methods_table",
+           "METHOD_HELP"]
+
+METHOD_HELP = "greedy, tool, sc@N (N >= 1 sampled paths, majority vote), refine@K (K >= 0 rounds)"
+_SPEC = re.compile(r"^(greedy|tool|sc@(\d+)|refine@(\d+))$")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    kind: str          # greedy | tool | sc | refine
+    k: int = 0         # paths for sc, rounds for refine
+
+    @property
+    def name(self) -> str:
+        return {"sc": f"sc@{self.k}", "refine": f"refine@{self.k}"}.get(self.kind, self.kind)
+
+
+@dataclass
+class EvalSettings:
+    max_new_tokens: int = 96
+    temperature: float = 0.7       # sampling temperature of sc@N and of refine's resampling
+    seed: int = 0
+    rows_per_call: int = 64        # rows per batched generate call
+    weighting: str = "count"       # sc vote weighting (self_consistency.vote)
+
+
+def parse_methods(text: str) -> list:
+    """'greedy,sc@8,tool,refine@2' -> [MethodSpec]; ValueError (one line) for a bad name."""
+    specs = []
+    for raw in str(text).split(","):
+        name = raw.strip().lower()
+        m = _SPEC.match(name)
+        if not m:
+            raise ValueError(f"unknown method {raw.strip()!r}; expected a comma-separated list of {METHOD_HELP}")
+        if name.startswith("sc@"):
+            spec = MethodSpec("sc", int(m.group(2)))
+            if spec.k < 1:
+                raise ValueError(f"method {name!r}: sc@N needs N >= 1")
+        elif name.startswith("refine@"):
+            spec = MethodSpec("refine", int(m.group(3)))
+        else:
+            spec = MethodSpec(name)
+        if spec in specs:
+            raise ValueError(f"method {spec.name!r} is listed twice")
+        specs.append(spec)
+    return specs
+
+
+def _greedy(model, tok, records, fmt, st: EvalSettings, tool=None):
+    cfg = SamplingConfig(temperature=0.0, max_new_tokens=st.max_new_tokens, stop_ids=(tok.eot_id,), seed=st.seed)
+    answers, generated = [], 0
+    for s in range(0, len(records), st.rows_per_call):
+        chunk = records[s:s + st.rows_per_call]
+        res = generate(model, [prompt_ids(r, tok, fmt) for r in chunk], cfg, tool=tool)
+        generated += res.total_generated
+        answers += [parse_completion(t, tok, fmt) for t in res.tokens]
+    return answers, generated
+
+
+def run_method(spec: MethodSpec, model, tok, records, fmt: str, settings: EvalSettings | None = None) -> dict:
+    from .training import wilson_interval
+    st = settings or EvalSettings()
+    was_training = model.training
+    model.eval()
+    t0 = time.perf_counter()
+    extra = {}
+    try:
+        if spec.kind in ("greedy", "tool"):
+            tool = None
+            if spec.kind == "tool":
+                from .tools import CalculatorTool
+                tool = CalculatorTool(tok)
+            answers, generated = _greedy(model, tok, records, fmt, st, tool)
+            correct = sum(answers_match(a, r.answer) for a, r in zip(answers, records))
+            if tool is not None:
+                extra = {"tool_fired": tool.fired, "tool_invalid": tool.invalid}
+        elif spec.kind == "sc":
+            cfg = SamplingConfig(temperature=st.temperature, max_new_tokens=st.max_new_tokens,
+                                 stop_ids=(tok.eot_id,), seed=st.seed)
+            curve = accuracy_vs_n(model, tok, records, fmt, cfg, ns=(spec.k,), weighting=st.weighting,
+                                  rows_per_call=st.rows_per_call)
+            correct, generated = curve["correct"][spec.k], curve["generated_tokens"]
+            extra = {"temperature": st.temperature, "weighting": st.weighting}
+        elif spec.kind == "refine":
+            from .refine import refine
+            cfg = SamplingConfig(temperature=0.0, max_new_tokens=st.max_new_tokens, stop_ids=(tok.eot_id,),
+                                 seed=st.seed)
+            out = refine(model, tok, records, spec.k, cfg, resample_temperature=st.temperature, fmt=fmt,
+                         rows_per_call=st.rows_per_call)
+            correct = sum(answers_match(a, r.answer) for a, r in zip(out["answers"], records))
+            generated = out["generated_tokens"]
+            extra = {k: out[k] for k in ("revisions_tried", "revisions_kept", "scored_tokens")}
+            extra["verified"] = sum(a.score[0] for a in out["attempts"])
+        else:  # pragma: no cover - parse_methods only builds the kinds above
+            raise ValueError(f"unknown method {spec.name!r}")
+    finally:
+        model.train(was_training)
+    n = len(records)
+    lo, hi = wilson_interval(correct, n)
+    return {"method": spec.name, "accuracy": correct / n if n else float("nan"), "correct": int(correct), "n": n,
+            "ci95": [round(lo, 4), round(hi, 4)], "generated_tokens": int(generated),
+            "seconds": round(time.perf_counter() - t0, 3), **extra}
+
+
+def run_methods(specs, model, tok, records, fmt: str, settings: EvalSettings | None = None) -> list:
+    if isinstance(specs, str):
+        specs = parse_methods(specs)
+    return [run_method(s, model, tok, records, fmt, settings) for s in specs]
+
+
+def methods_table(rows, split: str) -> str:
+    lines = ["| method | split | accuracy | n | 95% CI | tokens | seconds |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {split} | {r['accuracy']:.1%} | {r['n']} | "
+                     f"[{r['ci95'][0]:.1%}, {r['ci95'][1]:.1%}] | {r['generated_tokens']} | {r['seconds']:.1f} |")
+    return "\n".join(lines) + "\n"
