@@ -24,7 +24,8 @@ import re
 import numpy as np
 
 from . import backend
-from .safetensors_io import SafetensorsError, atomic_write, load_file, save_file
+from .atomic import atomic_write
+from .safetensors_io import SafetensorsError, load_file, save_file
 
 FORMAT = "tinygrad_reason.checkpoint"
 VERSION = 1

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import numpy as np
 
 from . import backend
+from .atomic import atomic_write, fsync_dir  # noqa: F401  (re-exported for callers of this module)
 
 # safetensors dtype name -> numpy dtype of the bytes on disk (little-endian)
 _DTYPES = {
@@ -71,44 +71,6 @@ def _write_array(f, arr: np.ndarray) -> None:
     """Write one tensor's bytes (a module-level seam: tests interrupt saves here)."""
     if arr.size:
         f.write(arr.reshape(-1).view(np.uint8).data)
-
-
-def fsync_dir(directory) -> None:
-    """Make renames inside `directory` durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path, write) -> None:
-    """Call write(f) on a temp file next to `path`, fsync it, then os.replace it onto `path`.
-
-    A crash at any moment leaves `path` as it was or as written in full; a stray
-    '.<name>.*.tmp' file may be left behind (harmless, and checkpoint saves clean them up).
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    fsync_dir(directory)
 
 
 def save_file(tensors: dict, path, metadata: dict | None = None) -> None:

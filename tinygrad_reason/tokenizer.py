@@ -73,12 +73,13 @@ import binascii
 import heapq
 import json
 import os
-import tempfile
 from collections import Counter
 from typing import Iterable, Sequence
 
 import regex
 import tiktoken
+
+from .atomic import atomic_write
 
 __all__ = [
     "SPLIT_PATTERN", "SPECIAL_TOKENS", "QUESTION", "THINK", "STEP", "ANSWER", "ENDOFTEXT", "PAD",
@@ -383,7 +384,8 @@ class Tokenizer:
             "ranks": [base64.b64encode(b).decode("ascii") for b, _ in ordered],
             "special_tokens": dict(self.special_ids),
         }
-        _atomic_write_text(os.fspath(path), json.dumps(obj, ensure_ascii=True, indent=0) + "\n")
+        text = json.dumps(obj, ensure_ascii=True, indent=0) + "\n"
+        atomic_write(os.fspath(path), lambda f: f.write(text.encode("utf-8")))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Tokenizer":
@@ -520,23 +522,6 @@ def _validate_specials(specials: list[str]) -> None:
     missing = [s for s in SPECIAL_TOKENS if s not in specials]
     if missing:
         raise ValueError(f"the reasoning special tokens {missing} are required")
-
-
-def _atomic_write_text(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 _DEFAULT_CACHE: dict[int, Tokenizer] = {}
