@@ -33,6 +33,7 @@ def atomic_write(path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)     # mkstemp makes the file private (0600); a saved file is for sharing
         os.replace(tmp, path)
     except BaseException:
         try:
