@@ -207,8 +207,8 @@ def test_config_files_and_set_overrides(tmp_path):
                                    "train.lr=1e-4"])
     assert cfg["seed"] == 7 and cfg["model"]["d_model"] == 24 and cfg["model"]["n_heads"] == 2
     assert cfg["train"]["format"] == "direct" and cfg["train"]["patience"] == 3 and cfg["train"]["lr"] == 1e-4
-    # nested knobs merge with the defaults
-    assert cfg["task"]["knobs"] == {"min_steps": 2, "max_steps": 4, "max_value": 5}
+    # knobs given in a file replace the default knobs whole (they constrain each other); --set edits one
+    assert cfg["task"]["knobs"] == {"max_steps": 4, "max_value": 5}
     assert cfg["model"]["n_layers"] == cli.DEFAULT_CONFIG["model"]["n_layers"]
     t = tmp_path / "a.toml"
     t.write_text('seed = 7\n[model]\nd_model = 32\n[task.knobs]\nmax_value = 5\n[train]\nformat = "cot"\n')
