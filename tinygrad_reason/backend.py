@@ -5,6 +5,7 @@ CuPy is imported only when a "cuda" array is asked for, so CPU users never pay f
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -112,6 +113,21 @@ def set_num_threads(n: int) -> None:
     _threads = int(n)
     from threadpoolctl import threadpool_limits
     threadpool_limits(_threads)
+
+
+_blas_controller = None
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """BLAS held to one thread inside the block: for matmuls issued from several of our own
+    threads at once (ops/kernels.py parallel_units), each on its own share of the work."""
+    global _blas_controller
+    if _blas_controller is None:
+        from threadpoolctl import ThreadpoolController
+        _blas_controller = ThreadpoolController()
+    with _blas_controller.limit(limits=1, user_api="blas"):
+        yield
 
 
 # ---------------------------------------------------------------- random generators

@@ -1,13 +1,22 @@
 """Scaled dot-product attention as one fused op (llm.c's attention_forward / attention_backward).
 
-    scores = q k^T * scale;  scores[masked] = lowest;  att = softmax(scores);  [att = dropout(att)]
+    scores = q k^T * scale;  scores[masked] = very negative;  att = softmax(scores);  [att = dropout(att)]
     out = att v
 
 Grouped-query heads: the H query heads form Hkv groups of rep = H / Hkv; the rep*T query rows of
-a group are stacked into one matrix so each key/value head takes part in one large matmul (no
-copy of k or v per query head), and dk, dv come out summed over the group automatically.
-Operands are made contiguous first: NumPy's batched matmul is about twice as slow on transposed
-views. Once-differentiable: the backward works on raw arrays.
+a group are stacked into one matrix, so each key/value head takes part in one matmul (no copy of
+k or v per query head), and dk, dv come out summed over the group automatically.
+
+The work is a loop over "units" (one batch row and key/value head each) in chunks small enough
+that a chunk's (rep*T, S) scores stay in L2 between the matmul, the softmax passes and the second
+matmul; on NumPy the chunks are split over backend.num_threads() threads (NumPy releases the GIL,
+and BLAS runs single-threaded inside each), so the softmax passes use every core too. Small
+problems (a decode step) are one chunk: one batched matmul per product, as before.
+
+Savings over the formula as written: q is scaled once (T x D) instead of the scores (T x S); the
+mask is added as a large negative bias (a select costs ~30x an add); and the softmax backward's
+row sums sum_j att_ij dA_ij are the cheap dot products dO_i . O_i (FlashAttention's D_i).
+Once-differentiable: the backward works on raw arrays.
 """
 from __future__ import annotations
 
@@ -15,10 +24,15 @@ import numpy as np
 
 from .. import backend
 from ..tensor import Function, Tensor
+from .kernels import parallel_units
+
+CHUNK_ELEMENTS = 128 * 1024   # scores per chunk: 512 KiB of float32 stays in L2 with its operands
 
 
-def _c(a):
-    return backend.get_array_module(a).ascontiguousarray(a)
+def _units(a, n_units: int):
+    """(B, Hx, R, D) -> contiguous (B * Hx, R', D) with the head groups' rows stacked."""
+    xp = backend.get_array_module(a)
+    return xp.ascontiguousarray(a).reshape(n_units, -1, a.shape[-1])
 
 
 class Attention(Function):
@@ -32,58 +46,97 @@ class Attention(Function):
             raise ValueError(f"attention: q {q.shape}, k {k.shape}, v {v.shape} do not fit "
                              "(B, H, T, D) and (B, Hkv, S, D) with Hkv dividing H")
         hkv, s = k.shape[1], k.shape[2]
-        rep = h // hkv
-        qg = _c(q).reshape(b, hkv, rep * t, d)
-        scores = qg @ _c(k.swapaxes(-1, -2))                           # (B, Hkv, rep*T, S)
-        scores *= scale
+        rep, n = h // hkv, b * hkv
+        self.bias = self.dead = None
         if masked is not None:
             masked = xp.asarray(masked)
-            if masked.ndim != 4 or masked.shape[1] != 1 or masked.shape[-2:] != (t, s):
+            if masked.ndim != 4 or masked.shape[1] != 1 or masked.shape[0] not in (1, b) \
+                    or masked.shape[-2:] != (t, s):
                 raise ValueError(f"attention: mask shape {masked.shape} must be (B or 1, 1, {t}, {s})")
-            # the dtype's lowest finite value rather than -inf: a row with every key masked then
-            # gets uniform finite weights instead of NaNs that would poison the gradients
-            view = scores.reshape(b, hkv, rep, t, s)
-            xp.copyto(view, xp.asarray(xp.finfo(scores.dtype).min, dtype=scores.dtype), where=masked[:, :, None])
-        # masked scores are constants: their gradient must be dropped. Elsewhere att = 0 there does it,
-        # but not in a fully masked row (uniform weights), so only then is the mask kept for backward
-        self.masked = masked if masked is not None and bool(masked.all(axis=-1).any()) else None
-        scores -= scores.max(axis=-1, keepdims=True)
-        xp.exp(scores, out=scores)
-        scores /= scores.sum(axis=-1, keepdims=True)
-        att = scores
+            # half the dtype's lowest value: adding a score cannot overflow to -inf, and a row with
+            # every key masked gets uniform finite weights instead of NaNs that would poison gradients
+            self.bias = masked[:, 0] * xp.asarray(xp.finfo(q.dtype).min / 2, dtype=q.dtype)   # (Bm, T, S)
+            # masked scores are constants: att = 0 drops their gradient, except in a row with every
+            # key masked (uniform weights), so those rows are remembered and zeroed in backward
+            dead = masked[:, 0].all(axis=-1)                                          # (Bm, T)
+            self.dead = dead if bool(dead.any()) else None
+        qs = _units(q * xp.asarray(scale, dtype=q.dtype), n)              # (N, rep*T, D), scaled
+        kc, vc = _units(k, n), _units(v, n)                               # (N, S, D)
+        att = xp.empty((n, rep * t, s), dtype=q.dtype)
+        out = xp.empty((n, rep * t, d), dtype=q.dtype)
         self.keep = None
         if dropout_p > 0.0:
             gen = backend.generator(backend.device_of(q))
             draw = gen.random(att.shape, dtype=att.dtype) if xp is np else gen.random_sample(att.shape, dtype=att.dtype)
             self.keep = (draw >= dropout_p).astype(att.dtype) * (1.0 / (1.0 - dropout_p))
-            att_used = att * self.keep
-        else:
-            att_used = att
-        vc = _c(v)
-        out = att_used @ vc                                            # (B, Hkv, rep*T, D)
-        self.att, self.att_used, self.qg, self.v = att, att_used, qg, vc
+
+        def work(lo, hi, scratch):
+            sc = att[lo:hi]
+            xp.matmul(qs[lo:hi], kc[lo:hi].swapaxes(-1, -2), out=sc)
+            self._add_bias(sc, lo, hi, rep, hkv)
+            sc -= sc.max(axis=-1, keepdims=True)
+            xp.exp(sc, out=sc)
+            sc /= sc.sum(axis=-1, keepdims=True)
+            if self.keep is not None:
+                sc = xp.multiply(sc, self.keep[lo:hi], out=scratch(sc.shape))
+            xp.matmul(sc, vc[lo:hi], out=out[lo:hi])
+
+        parallel_units(n, rep * t * s, CHUNK_ELEMENTS, work, xp, att.dtype)
+        self.att, self.qs, self.k, self.v, self.out = att, qs, kc, vc, out
         self.shape, self.scale = (b, h, t, d, hkv, s, rep), scale
         return out.reshape(b, h, t, d)
 
+    def _add_bias(self, sc, lo, hi, rep, hkv):
+        """scores of units [lo, hi) += the mask bias of their batch rows (one bias for every head)."""
+        if self.bias is None:
+            return
+        rows = sc.reshape(hi - lo, rep, *self.bias.shape[1:])
+        if self.bias.shape[0] == 1:
+            rows += self.bias
+        else:
+            rows += self.bias[np.arange(lo, hi) // hkv][:, None]
+
+    def _zero_dead(self, ds, lo, hi, rep, hkv):
+        if self.dead is None:
+            return
+        xp = backend.get_array_module(ds)
+        dead = self.dead if self.dead.shape[0] == 1 else self.dead[np.arange(lo, hi) // hkv]
+        rows = ds.reshape(hi - lo, rep, *self.dead.shape[1:], ds.shape[-1])
+        rows *= ~xp.broadcast_to(dead[:, None, :, None], rows.shape)
+
     def backward(self, g):
         q, k, v = self.parents
+        xp = g.xp
         b, h, t, d, hkv, s, rep = self.shape
-        gg = _c(g.data).reshape(b, hkv, rep * t, d)
-        d_att = gg @ _c(self.v.swapaxes(-1, -2))                       # (B, Hkv, rep*T, S)
-        dv = (_c(gg.swapaxes(-1, -2)) @ self.att_used).swapaxes(-1, -2) if v.requires_grad else None
-        if self.keep is not None:
-            d_att *= self.keep
-        # softmax backward: d_scores = att * (d_att - sum(d_att * att)), then the scale
-        att = self.att
-        d_att -= (d_att * att).sum(axis=-1, keepdims=True)
-        d_att *= att
-        d_att *= self.scale
-        if self.masked is not None:
-            d_att.reshape(b, hkv, rep, t, s)[...] *= ~self.masked[:, :, None]
-        dq = (d_att @ _c(k.data)).reshape(b, h, t, d) if q.requires_grad else None
-        dk = (_c(self.qg.swapaxes(-1, -2)) @ d_att).swapaxes(-1, -2) if k.requires_grad else None
-        wrap = lambda a: None if a is None else Tensor._wrap(a)  # noqa: E731
-        return wrap(dq), wrap(dk), wrap(dv)
+        n = b * hkv
+        gg = _units(g.data, n)                                             # (N, rep*T, D)
+        rowdot = (gg * self.out).sum(axis=-1, keepdims=True)               # sum_j att_ij dA_ij = dO_i . O_i
+        dq = xp.empty_like(self.qs) if q.requires_grad else None
+        dk = xp.empty_like(self.k) if k.requires_grad else None
+        dv = xp.empty_like(self.v) if v.requires_grad else None
+        att, keep = self.att, self.keep
+
+        def work(lo, hi, scratch):
+            ds = xp.matmul(gg[lo:hi], self.v[lo:hi].swapaxes(-1, -2), out=scratch((hi - lo, rep * t, s)))
+            if dv is not None:
+                used = att[lo:hi] if keep is None else xp.multiply(att[lo:hi], keep[lo:hi],
+                                                                      out=scratch((hi - lo, rep * t, s), 1))
+                xp.matmul(used.swapaxes(-1, -2), gg[lo:hi], out=dv[lo:hi])
+            if keep is not None:
+                ds *= keep[lo:hi]
+            ds -= rowdot[lo:hi]
+            ds *= att[lo:hi]                                               # d scores (q already scaled)
+            self._zero_dead(ds, lo, hi, rep, hkv)
+            if dq is not None:
+                xp.matmul(ds, self.k[lo:hi], out=dq[lo:hi])
+            if dk is not None:
+                xp.matmul(ds.swapaxes(-1, -2), self.qs[lo:hi], out=dk[lo:hi])
+
+        parallel_units(n, rep * t * s, CHUNK_ELEMENTS, work, xp, att.dtype)
+        if dq is not None:
+            dq *= xp.asarray(self.scale, dtype=dq.dtype)
+        wrap = lambda a, shape: None if a is None else Tensor._wrap(a.reshape(shape))  # noqa: E731
+        return wrap(dq, q.shape), wrap(dk, k.shape), wrap(dv, v.shape)
 
 
 def attention(q, k, v, masked=None, scale: float | None = None, dropout_p: float = 0.0):

@@ -90,6 +90,50 @@ def _run_chunked(chunk_fn, out, ins, n_scratch: int) -> None:
         work(0, n)
 
 
+def parallel_units(n_units: int, unit_size: int, chunk_elements: int, work, xp, dtype) -> None:
+    """work(lo, hi, scratch) over units [0, n_units) in chunks of about chunk_elements elements.
+
+    For fused ops whose units (a row, an attention head) mix matmuls with elementwise passes: a
+    chunk's data stays in cache across the passes, and on NumPy the chunks are split over
+    backend.num_threads() threads with BLAS held to one thread inside (otherwise each small matmul
+    would hand work to BLAS threads that are already busy). The chunk boundaries do not depend on
+    the thread count, so per-chunk partial results, combined in chunk order, are bit-identical
+    with 1 or 2 threads. scratch(shape, slot=0) is a per-thread buffer reused across its chunks.
+    CuPy gets one call over every unit.
+    """
+    if xp is not np:
+        work(0, n_units, lambda shape, slot=0: xp.empty(shape, dtype=dtype))
+        return
+    per_chunk = max(1, chunk_elements // max(unit_size, 1))
+    starts = list(range(0, n_units, per_chunk))
+
+    def run(first: int, last: int) -> None:            # chunks [first, last)
+        buffers: dict = {}
+
+        def scratch(shape, slot: int = 0):
+            size = math.prod(shape)
+            buf = buffers.get(slot)
+            if buf is None or buf.size < size:
+                buf = buffers[slot] = np.empty(max(size, per_chunk * unit_size), dtype=dtype)
+            return buf[:size].reshape(shape)
+
+        for lo in starts[first:last]:
+            work(lo, min(lo + per_chunk, n_units), scratch)
+
+    threads = min(backend.num_threads(), len(starts))
+    if threads <= 1 or n_units * unit_size < PARALLEL_MIN:
+        run(0, len(starts))
+        return
+    bounds = [len(starts) * i // threads for i in range(threads + 1)]
+    with backend.single_threaded_blas():
+        futures = [_get_pool(threads).submit(run, a, b) for a, b in zip(bounds[1:-1], bounds[2:])]
+        try:
+            run(bounds[0], bounds[1])            # the calling thread takes the first share
+        finally:
+            for f in futures:
+                f.result()                       # re-raises a worker's exception
+
+
 # ---------------------------------------------------------------- chunk kernels
 # _phi_chunk and _erf_chunk work on float32 bits (int32 views): float32 chunks only.
 _P = 0.3275911

@@ -11,7 +11,10 @@ import numpy as np
 from .. import backend
 from ..tensor import Function, Tensor
 from .elementwise import exp
+from .kernels import parallel_units
 from .movement import getitem
+
+ROW_CHUNK_ELEMENTS = 64 * 1024   # elements per chunk of rows: a chunk and its scratch stay in L2
 
 
 def _axis(axis: int, ndim: int, op: str) -> int:
@@ -57,6 +60,8 @@ class CrossEntropy(Function):
 
     logits (..., C), targets (...) integer; targets equal to ignore_index add nothing and do not
     count in the mean. d/dlogits = (softmax - onehot(target)) * g / count.
+    Rows run in cache-sized chunks over our threads (parallel_units). Forward saves exp(x - max)
+    and the row sums unnormalized: backward's one pass over (N, C) applies 1 / sum with the scale.
     """
     once_differentiable = True
 
@@ -78,14 +83,22 @@ class CrossEntropy(Function):
             raise IndexError(f"cross_entropy: target {int(t[bad][0])} is outside [0, {n_cls}) "
                              f"(ignore_index={ignore_index})")
         t_safe = xp.where(valid, t, 0)
-        rows = xp.arange(x.shape[0])
-        probs = x - x.max(axis=-1, keepdims=True)
-        picked = probs[rows, t_safe]                     # the target's shifted logit (log of its exp, exactly)
-        xp.exp(probs, out=probs)
-        total = probs.sum(axis=-1, keepdims=True)
-        probs /= total                                   # saved: softmax, reused by backward
-        nll = (xp.log(total[:, 0]) - picked) * valid     # not log(exp(.)): exp underflows to 0 below ~-104 (f32)
-        self.probs, self.t, self.valid, self.rows, self.reduction = probs, t_safe, valid, rows, reduction
+        n_rows = x.shape[0]
+        exps = xp.empty(x.shape, dtype=x.dtype)
+        totals = xp.empty(n_rows, dtype=x.dtype)
+        picked = xp.empty(n_rows, dtype=x.dtype)
+        ones = xp.ones(n_cls, dtype=x.dtype)
+
+        def work(lo, hi, scratch):
+            e = exps[lo:hi]
+            xp.subtract(x[lo:hi], x[lo:hi].max(axis=-1, keepdims=True), out=e)
+            picked[lo:hi] = e[xp.arange(hi - lo), t_safe[lo:hi]]    # the target's shifted logit
+            xp.exp(e, out=e)
+            xp.matmul(e, ones, out=totals[lo:hi])                 # row sums as a matrix-vector product
+
+        parallel_units(n_rows, n_cls, ROW_CHUNK_ELEMENTS, work, xp, x.dtype)
+        nll = (xp.log(totals) - picked) * valid          # not log(softmax): exp underflows to 0 below ~-104 (f32)
+        self.exps, self.totals, self.t, self.valid, self.reduction = exps, totals, t_safe, valid, reduction
         self.shape = logits.shape
         if reduction == "none":
             return nll.reshape(targets.shape).astype(logits.dtype, copy=False)
@@ -96,13 +109,21 @@ class CrossEntropy(Function):
     def backward(self, g):
         xp = g.xp
         if self.reduction == "none":
-            scale = (g.data.reshape(-1) * self.valid)[:, None]
+            scale = g.data.reshape(-1) * self.valid
         elif self.reduction == "mean":
-            scale = g.data * self.valid[:, None] / max(self.count, 1)   # all ignored: grad 0, like torch
+            scale = g.data * self.valid / max(self.count, 1)   # all ignored: grad 0, like torch
         else:
-            scale = g.data * self.valid[:, None]
-        dx = self.probs * scale
-        dx[self.rows, self.t] -= scale[:, 0]
+            scale = g.data * self.valid
+        scale = scale.astype(self.exps.dtype, copy=False)
+        row_scale = (scale / self.totals)[:, None]
+        dx = xp.empty_like(self.exps)
+        n_rows, n_cls = self.exps.shape
+
+        def work(lo, hi, scratch):
+            xp.multiply(self.exps[lo:hi], row_scale[lo:hi], out=dx[lo:hi])   # softmax * scale
+            dx[lo:hi][xp.arange(hi - lo), self.t[lo:hi]] -= scale[lo:hi]     # - onehot * scale
+
+        parallel_units(n_rows, n_cls, ROW_CHUNK_ELEMENTS, work, xp, dx.dtype)
         return Tensor._wrap(dx.reshape(self.shape).astype(g.dtype, copy=False)), None
 
 
@@ -126,15 +147,21 @@ def _check_norm(op: str, x, weight, bias) -> None:
                              f"input shape {x.shape}")
 
 
-def _sum_rows(a):
-    """Sum over every axis but the last (parameter gradients)."""
-    return a.reshape(-1, a.shape[-1]).sum(axis=0)
+def _chunk_sum(partials: dict, empty):
+    """Per-chunk partial sums added in chunk order (the same result with any thread count);
+    `empty` when there were no rows."""
+    total = None
+    for lo in sorted(partials):
+        total = partials[lo] if total is None else total + partials[lo]
+    return empty if total is None else total
 
 
 class LayerNorm(Function):
     """(x - mean) / sqrt(var + eps) * weight + bias over the last axis.
 
     d/dx = rstd * (gw - mean(gw) - xhat * mean(gw * xhat)), gw = g * weight.
+    Rows run in cache-sized chunks over our threads (parallel_units); the row means are
+    matrix-vector products (sum_j g_ij w_j / d is g @ w / d), so they run in BLAS.
     """
     once_differentiable = True
 
@@ -142,53 +169,121 @@ class LayerNorm(Function):
         xp = backend.get_array_module(x)
         w = params[0] if has_weight else None
         b = params[-1] if has_bias else None
-        xc = x - x.mean(axis=-1, keepdims=True)
-        var = (xc * xc).mean(axis=-1, keepdims=True)
-        rstd = 1.0 / xp.sqrt(var + eps)
-        xc *= rstd                                      # xc is now xhat
-        self.xhat, self.rstd, self.w, self.has = xc, rstd, w, (has_weight, has_bias)
-        out = xc * w if w is not None else xc.copy()
-        if b is not None:
-            out += b
-        return out
+        dim = x.shape[-1]
+        x2 = x.reshape(-1, dim)
+        xhat = xp.empty(x2.shape, dtype=x.dtype)
+        out = xp.empty(x2.shape, dtype=x.dtype)
+        rstd = xp.empty((x2.shape[0], 1), dtype=x.dtype)
+        mean_vec = xp.full(dim, 1.0 / max(dim, 1), dtype=x.dtype)
+
+        def work(lo, hi, scratch):
+            xh, sq = xhat[lo:hi], scratch((hi - lo, dim))
+            xp.subtract(x2[lo:hi], (x2[lo:hi] @ mean_vec)[:, None], out=xh)
+            xp.multiply(xh, xh, out=sq)
+            r = rstd[lo:hi]
+            xp.matmul(sq, mean_vec, out=r[:, 0])
+            r += eps
+            xp.sqrt(r, out=r)
+            xp.reciprocal(r, out=r)
+            xh *= r                                     # xhat
+            if w is not None:
+                xp.multiply(xh, w, out=out[lo:hi])
+            else:
+                out[lo:hi] = xh
+            if b is not None:
+                out[lo:hi] += b
+
+        parallel_units(x2.shape[0], dim, ROW_CHUNK_ELEMENTS, work, xp, x.dtype)
+        self.xhat, self.rstd, self.w, self.has = xhat, rstd, w, (has_weight, has_bias)
+        return out.reshape(x.shape)
 
     def backward(self, g):
-        g = g.data
-        gw = g * self.w if self.w is not None else g
-        dx = gw - gw.mean(axis=-1, keepdims=True)
-        dx -= self.xhat * (gw * self.xhat).mean(axis=-1, keepdims=True)
-        dx *= self.rstd
-        grads = [Tensor._wrap(dx)]
-        if self.has[0]:
-            grads.append(Tensor._wrap(_sum_rows(g * self.xhat)))
-        if self.has[1]:
-            grads.append(Tensor._wrap(_sum_rows(g)))
+        xp = g.xp
+        dim = self.xhat.shape[-1]
+        g2 = g.data.reshape(-1, dim)
+        w = self.w if self.w is not None else xp.ones(dim, dtype=g2.dtype)
+        w_mean = w / max(dim, 1)
+        dx = xp.empty(g2.shape, dtype=g2.dtype)
+        dw_parts, db_parts = {}, {}
+        has_weight, has_bias = self.has
+
+        def work(lo, hi, scratch):
+            gc, xh, out = g2[lo:hi], self.xhat[lo:hi], dx[lo:hi]
+            gxh = xp.multiply(gc, xh, out=scratch(gc.shape))
+            if has_weight:
+                dw_parts[lo] = gxh.sum(axis=0)
+            if has_bias:
+                db_parts[lo] = gc.sum(axis=0)
+            xp.multiply(xh, (gxh @ w_mean)[:, None], out=out)          # xhat * mean(gw * xhat)
+            gw = xp.multiply(gc, w, out=gxh)
+            xp.subtract(gw, out, out=out)
+            out -= (gc @ w_mean)[:, None]                              # - mean(gw)
+            out *= self.rstd[lo:hi]
+
+        parallel_units(g2.shape[0], dim, ROW_CHUNK_ELEMENTS, work, xp, g2.dtype)
+        grads = [Tensor._wrap(dx.reshape(g.shape))]
+        if has_weight:
+            grads.append(Tensor._wrap(_chunk_sum(dw_parts, xp.zeros(dim, dtype=g2.dtype))))
+        if has_bias:
+            grads.append(Tensor._wrap(_chunk_sum(db_parts, xp.zeros(dim, dtype=g2.dtype))))
         return tuple(grads)
 
 
 class RMSNorm(Function):
     """x / sqrt(mean(x^2) + eps) * weight over the last axis.
 
-    d/dx = rstd * (gw - xhat * mean(gw * xhat)), gw = g * weight.
+    d/dx = rstd * (gw - xhat * mean(gw * xhat)), gw = g * weight. Chunked like LayerNorm.
     """
     once_differentiable = True
 
     def forward(self, x, *params, eps, has_weight):
         xp = backend.get_array_module(x)
-        rstd = 1.0 / xp.sqrt((x * x).mean(axis=-1, keepdims=True) + eps)
-        xhat = x * rstd
-        self.xhat, self.rstd = xhat, rstd
-        self.w = params[0] if has_weight else None
-        return xhat * self.w if has_weight else xhat
+        w = params[0] if has_weight else None
+        dim = x.shape[-1]
+        x2 = x.reshape(-1, dim)
+        xhat = xp.empty(x2.shape, dtype=x.dtype)
+        out = xp.empty(x2.shape, dtype=x.dtype) if w is not None else xhat
+        rstd = xp.empty((x2.shape[0], 1), dtype=x.dtype)
+        mean_vec = xp.full(dim, 1.0 / max(dim, 1), dtype=x.dtype)
+
+        def work(lo, hi, scratch):
+            xc, xh, r = x2[lo:hi], xhat[lo:hi], rstd[lo:hi]
+            xp.multiply(xc, xc, out=xh)
+            xp.matmul(xh, mean_vec, out=r[:, 0])
+            r += eps
+            xp.sqrt(r, out=r)
+            xp.reciprocal(r, out=r)
+            xp.multiply(xc, r, out=xh)
+            if w is not None:
+                xp.multiply(xh, w, out=out[lo:hi])
+
+        parallel_units(x2.shape[0], dim, ROW_CHUNK_ELEMENTS, work, xp, x.dtype)
+        self.xhat, self.rstd, self.w = xhat, rstd, w
+        return out.reshape(x.shape)
 
     def backward(self, g):
-        g = g.data
-        gw = g * self.w if self.w is not None else g
-        dx = gw - self.xhat * (gw * self.xhat).mean(axis=-1, keepdims=True)
-        dx *= self.rstd
+        xp = g.xp
+        dim = self.xhat.shape[-1]
+        g2 = g.data.reshape(-1, dim)
+        w = self.w if self.w is not None else xp.ones(dim, dtype=g2.dtype)
+        w_mean = w / max(dim, 1)
+        dx = xp.empty(g2.shape, dtype=g2.dtype)
+        dw_parts = {}
+
+        def work(lo, hi, scratch):
+            gc, xh, out = g2[lo:hi], self.xhat[lo:hi], dx[lo:hi]
+            gxh = xp.multiply(gc, xh, out=scratch(gc.shape))
+            if self.w is not None:
+                dw_parts[lo] = gxh.sum(axis=0)
+            xp.multiply(xh, (gxh @ w_mean)[:, None], out=out)          # xhat * mean(gw * xhat)
+            gw = xp.multiply(gc, w, out=gxh)
+            xp.subtract(gw, out, out=out)
+            out *= self.rstd[lo:hi]
+
+        parallel_units(g2.shape[0], dim, ROW_CHUNK_ELEMENTS, work, xp, g2.dtype)
         if self.w is None:
-            return Tensor._wrap(dx)
-        return Tensor._wrap(dx), Tensor._wrap(_sum_rows(g * self.xhat))
+            return Tensor._wrap(dx.reshape(g.shape))
+        return Tensor._wrap(dx.reshape(g.shape)), Tensor._wrap(_chunk_sum(dw_parts, xp.zeros(dim, dtype=g2.dtype)))
 
 
 # ---------------------------------------------------------------- functional forms

@@ -1,0 +1,125 @@
+"""The chunked, threaded paths of the fused ops (ops/kernels.py parallel_units).
+
+The registry's small shapes run as one chunk on the calling thread. Here the chunk size and the
+parallel threshold are shrunk so that the same ops run in many chunks over two threads, and the
+results must be (a) bit-identical to one thread — chunk boundaries do not depend on the thread
+count, so the run-to-run determinism that resume relies on holds with threads — and (b) equal to
+torch in float64 and float32.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tinygrad_reason as tg
+from tinygrad_reason import Tensor, backend, functional as F
+from tinygrad_reason.ops import attention as attention_op, kernels, nn as nn_ops
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture
+def tiny_chunks(monkeypatch):
+    monkeypatch.setattr(kernels, "PARALLEL_MIN", 0)
+    monkeypatch.setattr(attention_op, "CHUNK_ELEMENTS", 40)   # a few units per chunk
+    monkeypatch.setattr(nn_ops, "ROW_CHUNK_ELEMENTS", 24)     # a few rows per chunk
+    before = backend.num_threads()
+    yield
+    tg.set_num_threads(before)
+
+
+def _run(fn, arrays, upstream, threads):
+    tg.set_num_threads(threads)
+    tg.manual_seed(3)
+    ins = [Tensor(a.copy(), requires_grad=True) for a in arrays]
+    out = fn(*ins)
+    out.backward(Tensor(upstream))
+    return [out.numpy()] + [t.grad.numpy() for t in ins]
+
+
+def _masked(b, t, s):
+    causal = np.arange(s)[None, :] > np.arange(t)[:, None]
+    pad = np.ones((b, s), dtype=bool)
+    pad[0, :2] = False                 # row 0: two pad keys, so its query 0 and 1 see nothing at all
+    return causal[None, None] | ~pad[:, None, None, :]
+
+
+def _torch_attention(q, k, v, masked, p=0.0):
+    rep = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    scores = (q @ k.transpose(-1, -2)) / q.shape[-1] ** 0.5
+    scores = scores.masked_fill(torch.from_numpy(masked), torch.finfo(q.dtype).min)
+    return scores.softmax(-1) @ v
+
+
+CASES = {
+    "attention_gqa_padding": (
+        lambda q, k, v: F.attention(q, k, v, _masked(3, 5, 5)),
+        lambda q, k, v: _torch_attention(q, k, v, _masked(3, 5, 5)),
+        [(3, 4, 5, 8), (3, 2, 5, 8), (3, 2, 5, 8)]),
+    "layer_norm": (
+        lambda x, w, b: F.layer_norm(x, w, b), lambda x, w, b: torch.nn.functional.layer_norm(x, (6,), w, b),
+        [(4, 7, 6), (6,), (6,)]),
+    "rms_norm": (
+        lambda x, w: F.rms_norm(x, w), lambda x, w: torch.nn.functional.rms_norm(x, (6,), w, eps=1e-6),
+        [(4, 7, 6), (6,)]),
+    "cross_entropy": (
+        lambda x: F.cross_entropy(x, np.arange(28).reshape(4, 7) % 5),
+        lambda x: torch.nn.functional.cross_entropy(x.reshape(28, 5), torch.arange(28) % 5),
+        [(4, 7, 5)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_two_threads_bit_identical_to_one(name, tiny_chunks):
+    ours, _, shapes = CASES[name]
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    probe = ours(*[Tensor(a) for a in arrays])
+    upstream = rng.standard_normal(probe.shape).astype(np.float32)
+    one = _run(ours, arrays, upstream, threads=1)
+    two = _run(ours, arrays, upstream, threads=2)
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_chunked_threaded_matches_torch(name, dtype, tiny_chunks):
+    ours, theirs, shapes = CASES[name]
+    rng = np.random.default_rng(1)
+    arrays = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    probe = ours(*[Tensor(a) for a in arrays])
+    upstream = rng.standard_normal(probe.shape).astype(dtype)
+    got = _run(ours, arrays, upstream, threads=2)
+    tin = [torch.tensor(a, requires_grad=True) for a in arrays]
+    out = theirs(*tin)
+    out.backward(torch.from_numpy(upstream).reshape(out.shape))
+    want = [out.detach().numpy().reshape(got[0].shape)] + [t.grad.numpy() for t in tin]
+    tol = 1e-10 if dtype == np.float64 else 2e-5
+    for what, a, b in zip(["output"] + [f"grad {i}" for i in range(len(tin))], got, want):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol, err_msg=f"{name} {what}")
+
+
+def test_attention_dropout_same_with_threads(tiny_chunks):
+    """The dropout draw is made before the chunks are split, so threads do not change it."""
+    rng = np.random.default_rng(2)
+    arrays = [rng.standard_normal((2, 2, 6, 4)).astype(np.float32) for _ in range(3)]
+    fn = lambda q, k, v: F.attention(q, k, v, _masked(2, 6, 6)[:1], dropout_p=0.3)  # noqa: E731
+    upstream = rng.standard_normal((2, 2, 6, 4)).astype(np.float32)
+    for a, b in zip(_run(fn, arrays, upstream, 1), _run(fn, arrays, upstream, 2)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_worker_exception_reaches_the_caller(tiny_chunks):
+    tg.set_num_threads(2)
+    calls = []
+
+    def work(lo, hi, scratch):
+        calls.append(lo)
+        if lo == 6:                      # the worker thread's last chunk
+            raise ValueError(f"boom in chunk {lo}")
+
+    with pytest.raises(ValueError, match="boom in chunk"):
+        kernels.parallel_units(8, 1, 2, work, np, np.float32)
+    assert sorted(calls) == [0, 2, 4, 6]
