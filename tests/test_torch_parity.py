@@ -185,6 +185,27 @@ def test_causal_attention_block(dtype):
     assert np.any(xo2.grad.numpy()[:, 0] != 0)
 
 
+# ---------------------------------------------------------------- linear's two GEMM layouts
+@pytest.mark.parametrize("rows", [1, 16, 64, 65, 300])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_linear_both_gemm_layouts(rows, dtype):
+    """Linear computes few rows (decoding) as W x^T and many as x W^T (ops/matmul.py SKINNY_ROWS):
+    both sides of the switch equal torch, values and gradients."""
+    from tinygrad_reason.ops.matmul import SKINNY_ROWS
+    assert 16 <= SKINNY_ROWS < 300
+    rng = np.random.default_rng(rows)
+    x, w, b = (rng.standard_normal(s).astype(dtype) for s in [(rows, 24), (40, 24), (40,)])
+    g = _upstream((rows, 40), dtype)
+    ours = [Tensor(a.copy(), requires_grad=True) for a in (x, w, b)]
+    theirs = [torch.tensor(a, requires_grad=True) for a in (x, w, b)]
+    out, ref = F.linear(*ours), torch.nn.functional.linear(*theirs)
+    _close(out, ref, f"linear rows={rows}", _tol(dtype))
+    out.backward(Tensor(g))
+    ref.backward(torch.from_numpy(g))
+    for name, a, t in zip(("x", "weight", "bias"), ours, theirs):
+        _close(a.grad, t.grad, f"linear rows={rows} d{name}", _tol(dtype))
+
+
 # ---------------------------------------------------------------- accumulation
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_backward_twice_accumulates(dtype):

@@ -30,9 +30,11 @@ CHUNK_ELEMENTS = 128 * 1024   # scores per chunk: 512 KiB of float32 stays in L2
 
 
 def _units(a, n_units: int):
-    """(B, Hx, R, D) -> contiguous (B * Hx, R', D) with the head groups' rows stacked."""
-    xp = backend.get_array_module(a)
-    return xp.ascontiguousarray(a).reshape(n_units, -1, a.shape[-1])
+    """(B, Hx, R, D) -> (B * Hx, R', D) with the head groups' rows stacked: a view when the strides
+    allow (a KV cache's [:, :, :end] slice is one, and is not copied each decode step), else a copy."""
+    if a.strides[-1] != a.itemsize:
+        a = backend.get_array_module(a).ascontiguousarray(a)
+    return a.reshape(n_units, -1, a.shape[-1])
 
 
 class Attention(Function):

@@ -58,6 +58,9 @@ def matmul(a, b):
     return out
 
 
+SKINNY_ROWS = 64
+
+
 class Linear(Function):
     """x @ weight.T (+ bias) with weight stored (out, in) like torch; batch dims are folded into rows.
 
@@ -70,7 +73,13 @@ class Linear(Function):
         if bias and bias[0].shape != (weight.shape[0],):
             raise ValueError(f"linear: bias shape {bias[0].shape} must be ({weight.shape[0]},)")
         rows = math.prod(x.shape[:-1])
-        y = x.reshape(rows, x.shape[-1]) @ weight.T
+        x2 = x.reshape(rows, x.shape[-1])
+        if rows <= SKINNY_ROWS:
+            # a few rows (decoding): W x^T with the weight as the row-major operand runs 1.5-2x faster
+            # in OpenBLAS than x W^T on the transposed weight (measured on the small GPT's shapes)
+            y = backend.get_array_module(x).ascontiguousarray((weight @ x2.T).T)
+        else:
+            y = x2 @ weight.T
         if bias:
             y += bias[0]
         return y.reshape(x.shape[:-1] + (weight.shape[0],))
