@@ -130,6 +130,75 @@ def test_eval_prints_a_markdown_table_and_writes_json(run_dir, tmp_path):
     assert json.loads(custom.read_text())["n"] == 2
 
 
+def test_eval_curve_writes_json_table_and_png(run_dir, tmp_path, monkeypatch):
+    """--curve samples max(N) paths per problem ONCE (SC@n votes over prefixes) and writes JSON, .md, .png."""
+    from tinygrad_reason.reasoning import self_consistency
+    out, _ = run_dir
+    rows = []
+    real_generate = self_consistency.generate
+
+    def counting_generate(model, prompts, cfg, **kw):
+        rows.append(len(prompts))
+        return real_generate(model, prompts, cfg, **kw)
+
+    monkeypatch.setattr(self_consistency, "generate", counting_generate)
+    rc, stdout, stderr = run_main(["eval", "--run", str(out), "--curve", "4, 1,2", "--n", "3", "--threads", "1"])
+    assert rc == 0, stderr
+    assert sum(rows) == 3 * 4                                  # 4 paths per problem, sampled once
+    table = (out / "curve-test.md").read_text()
+    assert stdout.startswith(table)
+    lines = table.strip().splitlines()
+    assert lines[0].startswith("| paths N | accuracy (count vote) | correct / n |") and lines[1].startswith("| --- |")
+    assert [line.split("|")[1].strip() for line in lines[2:]] == ["1", "2", "4"]
+    assert all(" / 3 |" in line for line in lines[2:])
+    r = json.loads((out / "curve-test.json").read_text())
+    assert r["ns"] == [1, 2, 4] and r["n"] == r["n_problems"] == 3 and r["split"] == "test"
+    assert r["settings"]["temperature"] == 0.7 and r["settings"]["seed"] == 0
+    assert set(r["accuracy"]) == {"1", "2", "4"} and len(r["answers"]) == 3 and len(r["answers"][0]) == 3
+    assert (out / "curve-test.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"wrote {out / 'curve-test.png'}" in stdout
+    # SC@n of the curve is --methods sc@n on the same problems (same seeds, same temperature)
+    rc, stdout, stderr = run_main(["eval", "--run", str(out), "--methods", "sc@2", "--n", "3", "--threads", "1",
+                                   "--out", str(tmp_path / "m.json")])
+    assert rc == 0, stderr
+    assert json.loads((tmp_path / "m.json").read_text())["results"][0]["correct"] == r["correct"]["2"]
+
+
+def test_eval_curve_custom_out_and_no_matplotlib(run_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)        # import matplotlib -> ImportError
+    custom = tmp_path / "sc.json"
+    rc, stdout, stderr = run_main(["eval", "--run", str(run_dir[0]), "--curve", "1,3", "--n", "2", "--split", "ood",
+                                   "--temperature", "1.0", "--seed", "5", "--threads", "1", "--out", str(custom)])
+    assert rc == 0, stderr
+    r = json.loads(custom.read_text())
+    assert r["ns"] == [1, 3] and r["split"] == "ood"
+    assert r["settings"]["temperature"] == 1.0 and r["settings"]["seed"] == 5
+    assert (tmp_path / "sc.md").read_text() in stdout
+    assert not (tmp_path / "sc.png").exists()
+    assert "no PNG: matplotlib is not installed" in stdout
+
+
+@pytest.mark.parametrize("curve, needle", [
+    ("0,1,2", "must be >= 1, got 0"),
+    ("-2", "must be >= 1, got -2"),
+    ("1,two", "'two' is not an integer"),
+    ("1.5", "'1.5' is not an integer"),
+    ("1,,4", "'' is not an integer"),
+    ("", "'' is not an integer"),
+    ("2,4,2", "2 is listed twice"),
+    ("1,200000", "at most"),
+])
+def test_eval_bad_curve_values(run_dir, curve, needle):
+    rc, _, err = run_main(["eval", "--run", str(run_dir[0]), f"--curve={curve}"])
+    assert_clean_error(rc, err, "tinygrad-reason eval: error: --curve:", needle)
+
+
+def test_eval_curve_and_methods_together_is_an_error(tmp_path):
+    # rejected before the run directory is read
+    rc, _, err = run_main(["eval", "--run", str(tmp_path / "none"), "--curve", "1,2", "--methods", "greedy"])
+    assert_clean_error(rc, err, "--curve and --methods")
+
+
 def test_sample_streams_the_greedy_completion(run_dir):
     out, _ = run_dir
     q = "Ann has 3 apples and buys 4 more. How many apples does Ann have?"
@@ -302,7 +371,7 @@ def test_subprocess_error_and_help(tmp_path):
 # ------------------------------------------------------------------ help and the console script
 OPTIONS = {
     "train": ["--config", "--set", "--seed", "--device", "--steps", "--threads", "--format", "--out"],
-    "eval": ["--run", "--split", "--n", "--out", "--methods", "--temperature", "--seed"],
+    "eval": ["--run", "--split", "--n", "--out", "--methods", "--curve", "--temperature", "--seed", "--threads"],
     "sample": ["--run", "--question", "--temperature", "--top-k", "--top-p", "--max-new-tokens", "--seed"],
     "compare": ["--config", "--set", "--seed", "--device", "--steps", "--threads", "--out"],
 }
