@@ -85,6 +85,7 @@ def to_device(arr, device: str):
 
 # ---------------------------------------------------------------- threads
 _threads = None
+_DEFAULT_THREADS = max(1, min(2, os.cpu_count() or 1))   # os.cpu_count() is ~8 us: once
 
 
 def num_threads() -> int:
@@ -97,7 +98,7 @@ def num_threads() -> int:
             return max(1, int(env))
         except ValueError:
             raise ValueError(f"TINYGRAD_REASON_THREADS must be an integer, got {env!r}") from None
-    return max(1, min(2, os.cpu_count() or 1))
+    return _DEFAULT_THREADS
 
 
 def set_num_threads(n: int) -> None:

@@ -101,10 +101,10 @@ def parallel_units(n_units: int, unit_size: int, chunk_elements: int, work, xp, 
     with 1 or 2 threads. scratch(shape, slot=0) is a per-thread buffer reused across its chunks.
     CuPy gets one call over every unit.
     """
-    if xp is not np:
+    per_chunk = max(1, chunk_elements // max(unit_size, 1))
+    if xp is not np or per_chunk >= n_units:      # CuPy, or one chunk (e.g. a decode step): no machinery
         work(0, n_units, lambda shape, slot=0: xp.empty(shape, dtype=dtype))
         return
-    per_chunk = max(1, chunk_elements // max(unit_size, 1))
     starts = list(range(0, n_units, per_chunk))
 
     def run(first: int, last: int) -> None:            # chunks [first, last)
