@@ -185,11 +185,17 @@ class Gelu(Function):
     create_graph the backward must itself be differentiable, so it is written with Tensor ops.
     """
     def forward(self, x):
+        self.derivative = None
+        if is_grad_enabled():          # training: keep Phi + x phi (one array), so backward is one multiply
+            y, self.derivative = kernels.gelu_forward_and_derivative(x)
+            return y
         return kernels.gelu_forward(x)
 
     def backward(self, g):
         x = self.parents[0]
         if not is_grad_enabled():      # no graph is being built: compute dx on arrays directly
+            if self.derivative is not None:
+                return Tensor._wrap(g.data * self.derivative)
             return Tensor._wrap(kernels.gelu_backward(x.data, g.data))
         cdf = 0.5 * (1.0 + erf(x * (1.0 / math.sqrt(2.0))))
         pdf = _INV_SQRT_2PI * exp(-0.5 * x * x)

@@ -55,8 +55,8 @@ _pool = None
 _pool_key = None
 
 
-def _run_chunked(chunk_fn, out, ins, n_scratch: int) -> None:
-    """chunk_fn(*input_chunks, out_chunk, *scratch_chunks) over contiguous flat arrays.
+def _run_chunked(chunk_fn, out, ins, n_scratch: int, extra_outs=()) -> None:
+    """chunk_fn(*input_chunks, out_chunk, *extra_out_chunks, *scratch_chunks) over contiguous flat arrays.
 
     Each worker allocates its scratch once and reuses it for all its chunks. The errstate is set
     inside the worker (it is per thread): exp underflow and x*x overflow for huge |x| are
@@ -65,6 +65,7 @@ def _run_chunked(chunk_fn, out, ins, n_scratch: int) -> None:
     n = out.size
     flat_out = out.reshape(-1)
     flat_ins = [a.reshape(-1) for a in ins]
+    flat_extra = [a.reshape(-1) for a in extra_outs]
 
     def work(lo: int, hi: int) -> None:
         m = min(CHUNK, hi - lo)
@@ -73,7 +74,7 @@ def _run_chunked(chunk_fn, out, ins, n_scratch: int) -> None:
             for s in range(lo, hi, CHUNK):
                 e = min(s + CHUNK, hi)
                 k = e - s
-                chunk_fn(*[a[s:e] for a in flat_ins], flat_out[s:e],
+                chunk_fn(*[a[s:e] for a in flat_ins], flat_out[s:e], *[a[s:e] for a in flat_extra],
                          *[b[:k] for b in scratch])
 
     threads = backend.num_threads()
@@ -178,6 +179,14 @@ def _phi_chunk(x, cdf, e, t, m) -> None:
 def _gelu_forward_chunk(x, y, e, t, m) -> None:
     _phi_chunk(x, y, e, t, m)
     np.multiply(x, y, out=y)                          # y = x Phi(x)
+
+
+def _gelu_forward_and_derivative_chunk(x, y, d, e, t, m) -> None:
+    _phi_chunk(x, d, e, t, m)
+    np.multiply(x, d, out=y)                          # y = x Phi(x)
+    e *= x
+    e *= _INV_SQRT_2PI                                # x phi(x)
+    d += e                                            # dy/dx = Phi + x phi
 
 
 def _gelu_backward_chunk(x, g, dx, e, t, m) -> None:
@@ -323,6 +332,27 @@ def gelu_forward(x):
         cdf *= 0.5
         return x * cdf
     return _fused(_gelu_forward_chunk, x, n_scratch=3)
+
+
+def gelu_forward_and_derivative(x):
+    """(x Phi(x), Phi(x) + x phi(x)) in one sweep: for training, where backward is then one multiply."""
+    xp = backend.get_array_module(x)
+    x = _as_float(x)
+    if xp is np and x.dtype == np.float64:             # exact: libm erf, once for both
+        cdf = _erf_exact(x * _INV_SQRT2)
+        cdf += 1.0
+        cdf *= 0.5
+        pdf = np.exp(-0.5 * x * x)
+        pdf *= _INV_SQRT_2PI
+        pdf *= x
+        pdf += cdf
+        return x * cdf, pdf
+    if xp is not np or x.dtype != np.float32:
+        return gelu_forward(x), gelu_backward(x, xp.ones((), dtype=x.dtype))
+    x = _contiguous(x)
+    y, d = np.empty_like(x), np.empty_like(x)
+    _run_chunked(_gelu_forward_and_derivative_chunk, y, (x,), n_scratch=3, extra_outs=(d,))
+    return y, d
 
 
 def gelu_backward(x, g):
