@@ -96,13 +96,14 @@ class Attention(Function):
         if self.bias.shape[0] == 1:
             rows += self.bias
         else:
-            rows += self.bias[np.arange(lo, hi) // hkv][:, None]
+            xp = backend.get_array_module(sc)
+            rows += self.bias[xp.arange(lo, hi) // hkv][:, None]
 
     def _zero_dead(self, ds, lo, hi, rep, hkv):
         if self.dead is None:
             return
         xp = backend.get_array_module(ds)
-        dead = self.dead if self.dead.shape[0] == 1 else self.dead[np.arange(lo, hi) // hkv]
+        dead = self.dead if self.dead.shape[0] == 1 else self.dead[xp.arange(lo, hi) // hkv]
         rows = ds.reshape(hi - lo, rep, *self.dead.shape[1:], ds.shape[-1])
         rows *= ~xp.broadcast_to(dead[:, None, :, None], rows.shape)
 
