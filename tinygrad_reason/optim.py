@@ -10,6 +10,10 @@ import math
 
 import numpy as np
 
+from .ops.kernels import parallel_units
+
+UPDATE_CHUNK = 64 * 1024   # elements per chunk of the AdamW update: its four arrays stay in L2
+
 
 class Optimizer:
     defaults: dict = {}
@@ -132,18 +136,35 @@ class AdamW(Optimizer):
             state["exp_avg_sq"] = p.xp.zeros_like(p.data)
         state["step"] += 1
         t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
-        if wd:
-            p.data *= 1.0 - lr * wd
-        m *= b1
-        m += (1.0 - b1) * g
-        v *= b2
-        v += (1.0 - b2) * g * g
-        denom = p.xp.sqrt(v)
-        denom /= math.sqrt(1.0 - b2 ** t)
-        denom += eps
-        p.xp.divide(m, denom, out=denom)
-        denom *= lr / (1.0 - b1 ** t)
-        p.data -= denom
+        xp, data = p.xp, p.data
+        if not (data.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous):
+            data, m, v = xp.ascontiguousarray(data), xp.ascontiguousarray(m), xp.ascontiguousarray(v)
+        flat = [a.reshape(-1) for a in (data, xp.ascontiguousarray(g), m, v)]
+        decay, bc2_sqrt, step_size = 1.0 - lr * wd, math.sqrt(1.0 - b2 ** t), lr / (1.0 - b1 ** t)
+
+        def work(lo, hi, scratch):
+            # every pass of the update over one cache-sized chunk, in place (and on our threads)
+            pc, gc, mc, vc = (a[lo:hi] for a in flat)
+            tmp = scratch((hi - lo,))
+            if wd:
+                pc *= decay
+            mc *= b1
+            xp.multiply(gc, 1.0 - b1, out=tmp)
+            mc += tmp
+            vc *= b2
+            xp.multiply(gc, 1.0 - b2, out=tmp)
+            tmp *= gc
+            vc += tmp
+            xp.sqrt(vc, out=tmp)
+            tmp /= bc2_sqrt
+            tmp += eps
+            xp.divide(mc, tmp, out=tmp)
+            tmp *= step_size
+            pc -= tmp
+
+        parallel_units(flat[0].size, 1, UPDATE_CHUNK, work, xp, data.dtype)
+        if data is not p.data:                            # a non-contiguous parameter or state: write back
+            p.data[...], state["exp_avg"][...], state["exp_avg_sq"][...] = data, m, v
 
 
 def decay_groups(model, weight_decay: float, decay_embeddings: bool = True) -> list:
