@@ -123,3 +123,40 @@ def test_worker_exception_reaches_the_caller(tiny_chunks):
     with pytest.raises(ValueError, match="boom in chunk"):
         kernels.parallel_units(8, 1, 2, work, np, np.float32)
     assert sorted(calls) == [0, 2, 4, 6]
+
+
+def _adamw_reference(p, grads, lr, betas, eps, wd):
+    """torch.optim.AdamW's update written out on whole arrays."""
+    import math
+    b1, b2 = betas
+    p, m, v = p.copy(), np.zeros_like(p), np.zeros_like(p)
+    for t, g in enumerate(grads, 1):
+        p *= 1.0 - lr * wd
+        m *= b1
+        m += (1.0 - b1) * g
+        v *= b2
+        v += (1.0 - b2) * g * g
+        denom = np.sqrt(v)
+        denom /= math.sqrt(1.0 - b2 ** t)
+        denom += eps
+        p -= lr / (1.0 - b1 ** t) * (m / denom)
+    return p
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_adamw_chunked_update_equals_whole_array_formula(threads, transposed, tiny_chunks, monkeypatch):
+    from tinygrad_reason import optim
+    monkeypatch.setattr(optim, "UPDATE_CHUNK", 1000)          # many chunks, split over the threads
+    tg.set_num_threads(threads)
+    rng = np.random.default_rng(4)
+    p0 = rng.standard_normal((40, 70)).astype(np.float32)
+    grads = [rng.standard_normal((40, 70)).astype(np.float32) for _ in range(3)]
+    data = p0.T.copy().T if transposed else p0.copy()           # a non-contiguous parameter is written back
+    p = Tensor(data, requires_grad=True)
+    opt = optim.AdamW([p], lr=1e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+    for g in grads:
+        p.grad = Tensor(g.copy())
+        opt.step()
+    np.testing.assert_allclose(p.numpy(), _adamw_reference(p0, grads, 1e-2, (0.9, 0.95), 1e-8, 0.1),
+                               rtol=1e-6, atol=1e-7)
