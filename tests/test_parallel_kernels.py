@@ -160,3 +160,23 @@ def test_adamw_chunked_update_equals_whole_array_formula(threads, transposed, ti
         opt.step()
     np.testing.assert_allclose(p.numpy(), _adamw_reference(p0, grads, 1e-2, (0.9, 0.95), 1e-8, 0.1),
                                rtol=1e-6, atol=1e-7)
+
+
+def test_attention_backward_does_not_read_a_cache_written_after_forward():
+    """Keys/values read from a KV cache are views; with a graph recorded, the op keeps its own
+    copies, so writing the cache again (a new sequence) before backward changes no gradient."""
+    rng = np.random.default_rng(5)
+    q0 = rng.standard_normal((2, 2, 4, 8))
+    cache_k, cache_v = rng.standard_normal((2, 2, 4, 8)), rng.standard_normal((2, 2, 4, 8))
+
+    def grad_q(overwrite):
+        k_arr, v_arr = cache_k.copy(), cache_v.copy()
+        q = Tensor(q0.copy(), requires_grad=True)
+        out = F.attention(q, Tensor(k_arr), Tensor(v_arr), _masked(2, 4, 4))
+        if overwrite:
+            k_arr[...] = 0.0
+            v_arr[...] = 0.0
+        out.backward(Tensor(np.ones(out.shape)))
+        return q.grad.numpy()
+
+    np.testing.assert_array_equal(grad_q(True), grad_q(False))

@@ -23,17 +23,18 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from ..tensor import Function, Tensor
+from ..tensor import Function, Tensor, is_grad_enabled
 from .kernels import parallel_units
 
 CHUNK_ELEMENTS = 128 * 1024   # scores per chunk: 512 KiB of float32 stays in L2 with its operands
 
 
-def _units(a, n_units: int):
+def _units(a, n_units: int, own: bool = False):
     """(B, Hx, R, D) -> (B * Hx, R', D) with the head groups' rows stacked: a view when the strides
-    allow (a KV cache's [:, :, :end] slice is one, and is not copied each decode step), else a copy."""
-    if a.strides[-1] != a.itemsize:
-        a = backend.get_array_module(a).ascontiguousarray(a)
+    allow (a KV cache's [:, :, :end] slice is one, and is not copied each decode step), else a copy.
+    own=True always copies: arrays saved for backward must not alias a cache that is written later."""
+    if own or a.strides[-1] != a.itemsize:
+        a = backend.get_array_module(a).array(a, order="C")
     return a.reshape(n_units, -1, a.shape[-1])
 
 
@@ -63,7 +64,7 @@ class Attention(Function):
             dead = masked[:, 0].all(axis=-1)                                          # (Bm, T)
             self.dead = dead if bool(dead.any()) else None
         qs = _units(q * xp.asarray(scale, dtype=q.dtype), n)              # (N, rep*T, D), scaled
-        kc, vc = _units(k, n), _units(v, n)                               # (N, S, D)
+        kc, vc = _units(k, n, is_grad_enabled()), _units(v, n, is_grad_enabled())   # (N, S, D)
         att = xp.empty((n, rep * t, s), dtype=q.dtype)
         out = xp.empty((n, rep * t, d), dtype=q.dtype)
         self.keep = None
