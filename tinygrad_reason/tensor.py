@@ -59,11 +59,12 @@ class Function:
     @classmethod
     def apply(cls, *parents: "Tensor", **kwargs) -> "Tensor":
         ctx = cls()
-        device = parents[0].device
-        for p in parents[1:]:
-            if p.device != device:
-                raise RuntimeError(f"{cls.op_name()}: tensors on different devices "
-                                   f"({', '.join(q.device for q in parents)}); move them with .to(device)")
+        if len(parents) > 1:
+            device = parents[0].device
+            for p in parents[1:]:
+                if p.device != device:
+                    raise RuntimeError(f"{cls.op_name()}: tensors on different devices "
+                                       f"({', '.join(q.device for q in parents)}); move them with .to(device)")
         out = Tensor._wrap(ctx.forward(*[p.data for p in parents], **kwargs))
         if _grad_enabled and any(p.requires_grad for p in parents) and _is_float(out.data.dtype):
             ctx.parents = parents

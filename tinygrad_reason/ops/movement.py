@@ -23,11 +23,12 @@ class Reshape(Function):
 
 class Permute(Function):
     def forward(self, x, axes):
-        if any(not -x.ndim <= a < max(x.ndim, 1) for a in axes) or \
-                sorted(a % max(x.ndim, 1) for a in axes) != list(range(x.ndim)):
-            raise ValueError(f"permute: {tuple(axes)} is not a permutation of the {x.ndim} axes of shape {x.shape}")
-        self.axes = tuple(a % x.ndim for a in axes)
-        return x.transpose(self.axes)
+        n = x.ndim
+        norm = tuple(a + n if a < 0 else a for a in axes)
+        if sorted(norm) != list(range(n)):      # also catches axes out of range (hot path: one check)
+            raise ValueError(f"permute: {tuple(axes)} is not a permutation of the {n} axes of shape {x.shape}")
+        self.axes = norm
+        return x.transpose(norm)
 
     def backward(self, g):
         return g.permute(tuple(np.argsort(self.axes)))
