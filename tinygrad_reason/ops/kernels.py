@@ -335,19 +335,25 @@ def gelu_forward(x):
     return _fused(_gelu_forward_chunk, x, n_scratch=3)
 
 
+def _gelu_cdf_and_derivative_exact(x):
+    """Phi(x) and Phi(x) + x phi(x) for a NumPy float64 array, with libm's erf."""
+    cdf = _erf_exact(x * _INV_SQRT2)
+    cdf += 1.0
+    cdf *= 0.5
+    derivative = np.exp(-0.5 * x * x)
+    derivative *= _INV_SQRT_2PI
+    derivative *= x
+    derivative += cdf
+    return cdf, derivative
+
+
 def gelu_forward_and_derivative(x):
     """(x Phi(x), Phi(x) + x phi(x)) in one sweep: for training, where backward is then one multiply."""
     xp = backend.get_array_module(x)
     x = _as_float(x)
     if xp is np and x.dtype == np.float64:             # exact: libm erf, once for both
-        cdf = _erf_exact(x * _INV_SQRT2)
-        cdf += 1.0
-        cdf *= 0.5
-        pdf = np.exp(-0.5 * x * x)
-        pdf *= _INV_SQRT_2PI
-        pdf *= x
-        pdf += cdf
-        return x * cdf, pdf
+        cdf, derivative = _gelu_cdf_and_derivative_exact(x)
+        return x * cdf, derivative
     if xp is not np or x.dtype != np.float32:
         return gelu_forward(x), gelu_backward(x, xp.ones((), dtype=x.dtype))
     x = _contiguous(x)
@@ -365,14 +371,7 @@ def gelu_backward(x, g):
         cdf = 0.5 * (1.0 + cupyx.scipy.special.erf(x * _INV_SQRT2))
         return g * (cdf + x * (_INV_SQRT_2PI * xp.exp(-0.5 * x * x)))
     if x.dtype == np.float64:
-        cdf = _erf_exact(x * _INV_SQRT2)
-        cdf += 1.0
-        cdf *= 0.5
-        pdf = np.exp(-0.5 * x * x)
-        pdf *= _INV_SQRT_2PI
-        pdf *= x
-        cdf += pdf
-        return g * cdf
+        return g * _gelu_cdf_and_derivative_exact(x)[1]
     return _fused(_gelu_backward_chunk, x, g, n_scratch=3)
 
 

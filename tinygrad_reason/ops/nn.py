@@ -204,35 +204,9 @@ class LayerNorm(Function):
         return out.reshape(x.shape)
 
     def backward(self, g):
-        xp = g.xp
-        dim = self.xhat.shape[-1]
-        g2 = g.data.reshape(-1, dim)
-        w = self.w if self.w is not None else xp.ones(dim, dtype=g2.dtype)
-        w_mean = w / max(dim, 1)
-        dx = xp.empty(g2.shape, dtype=g2.dtype)
-        dw_parts, db_parts = {}, {}
         has_weight, has_bias = self.has
-
-        def work(lo, hi, scratch):
-            gc, xh, out = g2[lo:hi], self.xhat[lo:hi], dx[lo:hi]
-            gxh = xp.multiply(gc, xh, out=scratch(gc.shape))
-            if has_weight:
-                dw_parts[lo] = _column_sums(gxh)
-            if has_bias:
-                db_parts[lo] = _column_sums(gc)
-            xp.multiply(xh, (gxh @ w_mean)[:, None], out=out)          # xhat * mean(gw * xhat)
-            gw = xp.multiply(gc, w, out=gxh)
-            xp.subtract(gw, out, out=out)
-            out -= (gc @ w_mean)[:, None]                              # - mean(gw)
-            out *= self.rstd[lo:hi]
-
-        parallel_units(g2.shape[0], dim, ROW_CHUNK_ELEMENTS, work, xp, g2.dtype)
-        grads = [Tensor._wrap(dx.reshape(g.shape))]
-        if has_weight:
-            grads.append(Tensor._wrap(_chunk_sum(dw_parts, xp.zeros(dim, dtype=g2.dtype))))
-        if has_bias:
-            grads.append(Tensor._wrap(_chunk_sum(db_parts, xp.zeros(dim, dtype=g2.dtype))))
-        return tuple(grads)
+        dx, dw, db = _norm_backward(g.data, self.xhat, self.rstd, self.w, has_weight, has_bias, center=True)
+        return tuple(Tensor._wrap(a) for a in (dx, dw, db) if a is not None)
 
 
 class RMSNorm(Function):
@@ -268,28 +242,44 @@ class RMSNorm(Function):
         return out.reshape(x.shape)
 
     def backward(self, g):
-        xp = g.xp
-        dim = self.xhat.shape[-1]
-        g2 = g.data.reshape(-1, dim)
-        w = self.w if self.w is not None else xp.ones(dim, dtype=g2.dtype)
-        w_mean = w / max(dim, 1)
-        dx = xp.empty(g2.shape, dtype=g2.dtype)
-        dw_parts = {}
+        dx, dw, _ = _norm_backward(g.data, self.xhat, self.rstd, self.w, self.w is not None, False, center=False)
+        return Tensor._wrap(dx) if dw is None else (Tensor._wrap(dx), Tensor._wrap(dw))
 
-        def work(lo, hi, scratch):
-            gc, xh, out = g2[lo:hi], self.xhat[lo:hi], dx[lo:hi]
-            gxh = xp.multiply(gc, xh, out=scratch(gc.shape))
-            if self.w is not None:
-                dw_parts[lo] = _column_sums(gxh)
-            xp.multiply(xh, (gxh @ w_mean)[:, None], out=out)          # xhat * mean(gw * xhat)
-            gw = xp.multiply(gc, w, out=gxh)
-            xp.subtract(gw, out, out=out)
-            out *= self.rstd[lo:hi]
 
-        parallel_units(g2.shape[0], dim, ROW_CHUNK_ELEMENTS, work, xp, g2.dtype)
-        if self.w is None:
-            return Tensor._wrap(dx.reshape(g.shape))
-        return Tensor._wrap(dx.reshape(g.shape)), Tensor._wrap(_chunk_sum(dw_parts, xp.zeros(dim, dtype=g2.dtype)))
+def _norm_backward(g, xhat, rstd, w, want_weight: bool, want_bias: bool, center: bool):
+    """The input, weight and bias gradients of LayerNorm (center=True) and RMSNorm (center=False):
+
+        dx = rstd * (gw - [mean(gw)] - xhat * mean(gw * xhat)),  gw = g * weight
+        dweight = sum over rows of g * xhat,  dbias = sum over rows of g
+
+    in chunks of rows over our threads; the row means are matrix-vector products with weight / dim.
+    """
+    xp = backend.get_array_module(g)
+    dim = xhat.shape[-1]
+    g2 = g.reshape(-1, dim)
+    w = w if w is not None else xp.ones(dim, dtype=g2.dtype)
+    w_mean = w / max(dim, 1)
+    dx = xp.empty(g2.shape, dtype=g2.dtype)
+    dw_parts, db_parts = {}, {}
+
+    def work(lo, hi, scratch):
+        gc, xh, out = g2[lo:hi], xhat[lo:hi], dx[lo:hi]
+        gxh = xp.multiply(gc, xh, out=scratch(gc.shape))
+        if want_weight:
+            dw_parts[lo] = _column_sums(gxh)
+        if want_bias:
+            db_parts[lo] = _column_sums(gc)
+        xp.multiply(xh, (gxh @ w_mean)[:, None], out=out)          # xhat * mean(gw * xhat)
+        gw = xp.multiply(gc, w, out=gxh)
+        xp.subtract(gw, out, out=out)
+        if center:
+            out -= (gc @ w_mean)[:, None]                          # - mean(gw)
+        out *= rstd[lo:hi]
+
+    parallel_units(g2.shape[0], dim, ROW_CHUNK_ELEMENTS, work, xp, g2.dtype)
+    zeros = lambda: xp.zeros(dim, dtype=g2.dtype)  # noqa: E731
+    return (dx.reshape(g.shape), _chunk_sum(dw_parts, zeros()) if want_weight else None,
+            _chunk_sum(db_parts, zeros()) if want_bias else None)
 
 
 # ---------------------------------------------------------------- functional forms
