@@ -8,11 +8,14 @@ cross-entropy, backward, AdamW. Steps alternate ours / torch after warm-up; medi
 
     python benchmarks/bench_train.py --threads 2 --configs tiny,small
     python benchmarks/bench_train.py --configs medium --steps 3      # slow on 2 cores
+    python benchmarks/bench_train.py --configs small --gemm-floor --no-memory   # + the BLAS part alone
 
 Prints one JSON line per config: ms/step for both and the ratio ours/torch, tokens/s, model
 FLOP/s and its fraction of the float32 matmul peak measured in the same run, and peak memory of
 each side (measured in a child process per side: growth of the peak RSS over the RSS before
-training, the peak being reset through /proc/self/clear_refs; Linux only).
+training, the peak being reset through /proc/self/clear_refs; Linux only). With --gemm-floor, the
+linear layers' GEMMs of one step timed alone in numpy and in torch, and each side's step minus them
+(`*_rest_ms`: everything that is not a linear-layer GEMM).
 """
 from __future__ import annotations
 
@@ -176,6 +179,36 @@ def matmul_peak(n: int = 1024, repeats: int = 5):
     return out
 
 
+def linear_gemm_floor(cfg, batch: int, repeats: int = 3):
+    """ms for the GEMMs of every linear layer of a step (forward y = x W^T, backward g W and g^T x,
+    lm_head included), numpy vs torch on the same arrays, cycling through the layers as a step does
+    (so weights and activations are not hot in cache): the part of a step set by the BLAS library."""
+    import numpy as np
+    import torch
+    rng = np.random.default_rng(0)
+    rows, d = batch * cfg.context_length, cfg.d_model
+    shapes = [(d, d)] * 4 + [(d, cfg.mlp_hidden), (cfg.mlp_hidden, d)]
+    shapes = shapes * cfg.n_layers + [(d, cfg.vocab_size)]
+    arrays = [tuple(rng.standard_normal(s, dtype=np.float32) for s in ((rows, i), (o, i), (rows, o)))
+              for i, o in shapes]
+    tensors = [tuple(torch.from_numpy(a) for a in t) for t in arrays]
+
+    def step(layers):
+        for x, w, g in layers:
+            x @ w.T, g @ w, g.T @ x
+
+    out = {}
+    for name, layers in (("numpy", arrays), ("torch", tensors)):
+        step(layers)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            step(layers)
+            times.append(time.perf_counter() - t0)
+        out[name] = float(np.median(times))
+    return out
+
+
 def peak_memory(name: str, side: str, threads: int, steps: int = 2) -> float:
     """Peak RSS growth (MiB) over `steps` training steps of one side, in a fresh child process."""
     code = (f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r});"
@@ -214,7 +247,7 @@ def _status_mib(field: str) -> float:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def run(name: str, threads: int, steps: int, warmup: int, memory: bool) -> dict:
+def run(name: str, threads: int, steps: int, warmup: int, memory: bool, gemm_floor: bool = False) -> dict:
     import numpy as np
     import torch
     torch.set_num_threads(threads)
@@ -244,6 +277,12 @@ def run(name: str, threads: int, steps: int, warmup: int, memory: bool) -> dict:
         "torch_peak_fraction": round(flops / t / peak["torch"], 3),
         "final_loss_ours": round(lo, 4), "final_loss_torch": round(lt, 4),
     }
+    if gemm_floor:
+        floor = linear_gemm_floor(cfg, ids.shape[0])
+        result["linear_gemms_numpy_ms"] = round(floor["numpy"] * 1e3, 1)
+        result["linear_gemms_torch_ms"] = round(floor["torch"] * 1e3, 1)
+        result["ours_rest_ms"] = round(o * 1e3 - result["linear_gemms_numpy_ms"], 1)
+        result["torch_rest_ms"] = round(t * 1e3 - result["linear_gemms_torch_ms"], 1)
     if memory:
         result["ours_peak_mib"] = round(peak_memory(name, "ours", threads), 1)
         result["torch_peak_mib"] = round(peak_memory(name, "torch", threads), 1)
@@ -258,13 +297,16 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10, help="timed steps per side")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+    ap.add_argument("--gemm-floor", action="store_true",
+                    help="also time the linear layers' GEMMs alone in numpy and torch (the BLAS part of a step)")
     args = ap.parse_args()
     _set_threads(args.threads)
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     for name in args.configs.split(","):
         if name not in CONFIGS:
             ap.error(f"unknown config {name!r}: choose from {sorted(CONFIGS)}")
-        print(json.dumps(run(name, args.threads, args.steps, args.warmup, not args.no_memory)), flush=True)
+        print(json.dumps(run(name, args.threads, args.steps, args.warmup, not args.no_memory, args.gemm_floor)),
+              flush=True)
 
 
 if __name__ == "__main__":
