@@ -136,9 +136,9 @@ class AdamW(Optimizer):
             state["exp_avg_sq"] = p.xp.zeros_like(p.data)
         state["step"] += 1
         t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
-        xp, data = p.xp, p.data
-        if not (data.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous):
-            data, m, v = xp.ascontiguousarray(data), xp.ascontiguousarray(m), xp.ascontiguousarray(v)
+        xp = p.xp
+        kept = (p.data, m, v)
+        data, m, v = (a if a.flags.c_contiguous else xp.ascontiguousarray(a) for a in kept)
         flat = [a.reshape(-1) for a in (data, xp.ascontiguousarray(g), m, v)]
         decay, bc2_sqrt, step_size = 1.0 - lr * wd, math.sqrt(1.0 - b2 ** t), lr / (1.0 - b1 ** t)
 
@@ -163,8 +163,9 @@ class AdamW(Optimizer):
             pc -= tmp
 
         parallel_units(flat[0].size, 1, UPDATE_CHUNK, work, xp, data.dtype)
-        if data is not p.data:                            # a non-contiguous parameter or state: write back
-            p.data[...], state["exp_avg"][...], state["exp_avg_sq"][...] = data, m, v
+        for original, updated in zip(kept, (data, m, v)):
+            if updated is not original:                   # a non-contiguous parameter or moment: write back
+                original[...] = updated
 
 
 def decay_groups(model, weight_decay: float, decay_embeddings: bool = True) -> list:
