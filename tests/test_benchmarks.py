@@ -1,0 +1,42 @@
+"""Smoke runs of the benchmark scripts on the tiny config: they run, print the fields the READMEs
+quote, and both sides agree where the script checks it. (Timings are never asserted: benchmarks,
+not tests, judge speed.)"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("torch")
+
+BENCH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks")
+
+
+def _run(script: str, *args: str) -> list[dict]:
+    out = subprocess.run([sys.executable, os.path.join(BENCH, script), *args], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+def test_bench_train_tiny_with_gemm_floor():
+    (row,) = _run("bench_train.py", "--configs", "tiny", "--steps", "1", "--warmup", "0", "--threads", "1",
+                  "--no-memory", "--gemm-floor")
+    assert row["final_loss_ours"] == pytest.approx(row["final_loss_torch"], rel=1e-4)
+    for key in ("ours_ms", "torch_ms", "ratio", "linear_gemms_numpy_ms", "linear_gemms_torch_ms", "ours_rest_ms"):
+        assert row[key] > 0, key
+
+
+def test_bench_generate_tiny_same_tokens():
+    (row,) = _run("bench_generate.py", "--config", "tiny", "--batches", "2", "--new", "3", "--repeats", "1",
+                  "--threads", "1", "--prompt", "4")
+    assert row["same_tokens"] is True
+    assert row["throughput_ratio_ours_over_torch"] > 0
+
+
+def test_bench_blas_tiny_without_mkl():
+    (row,) = _run("bench_blas.py", "--config", "tiny", "--threads", "1", "--repeats", "1")
+    assert row["numpy_ms"] > 0 and row["torch_ms"] > 0 and "mkl_ctypes_ms" not in row
