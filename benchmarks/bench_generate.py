@@ -85,8 +85,12 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--blas", choices=["numpy", "mkl"], default="numpy",
+                    help="our side's BLAS for the linear layers: NumPy's own, or MKL (the [mkl] extra)")
     args = ap.parse_args()
     bench_train._set_threads(args.threads)
+    if args.blas == "mkl":
+        os.environ["TINYGRAD_REASON_BLAS"] = "mkl"
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     for b in args.batches.split(","):
         print(json.dumps(run(args.config, int(b), args.prompt, args.new, args.repeats, args.threads)), flush=True)

@@ -9,6 +9,7 @@ cross-entropy, backward, AdamW. Steps alternate ours / torch after warm-up; medi
     python benchmarks/bench_train.py --threads 2 --configs tiny,small
     python benchmarks/bench_train.py --configs medium --steps 3      # slow on 2 cores
     python benchmarks/bench_train.py --configs small --gemm-floor --no-memory   # + the BLAS part alone
+    python benchmarks/bench_train.py --configs tiny,small --blas mkl           # ours on MKL ([mkl] extra)
 
 Prints one JSON line per config: ms/step for both and the ratio ours/torch, tokens/s, model
 FLOP/s and its fraction of the float32 matmul peak measured in the same run, and peak memory of
@@ -268,6 +269,7 @@ def run(name: str, threads: int, steps: int, warmup: int, memory: bool, gemm_flo
     peak = matmul_peak()
     result = {
         "config": name, **CONFIGS[name], "threads": threads, "steps": steps,
+        "ours_blas": "mkl" if __import__("tinygrad_reason").mkl_enabled() else "numpy",
         "ours_ms": round(o * 1e3, 2), "torch_ms": round(t * 1e3, 2), "ratio": round(o / t, 3),
         "ours_tokens_per_s": round(ids.size / o), "torch_tokens_per_s": round(ids.size / t),
         "ours_gflops": round(flops / o / 1e9, 2), "torch_gflops": round(flops / t / 1e9, 2),
@@ -297,10 +299,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10, help="timed steps per side")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+    ap.add_argument("--blas", choices=["numpy", "mkl"], default="numpy",
+                    help="our side's BLAS for the linear layers: NumPy's own, or MKL (the [mkl] extra)")
     ap.add_argument("--gemm-floor", action="store_true",
                     help="also time the linear layers' GEMMs alone in numpy and torch (the BLAS part of a step)")
     args = ap.parse_args()
     _set_threads(args.threads)
+    if args.blas == "mkl":
+        os.environ["TINYGRAD_REASON_BLAS"] = "mkl"     # read when tinygrad_reason is imported (children too)
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     for name in args.configs.split(","):
         if name not in CONFIGS:

@@ -1,6 +1,7 @@
 """tinygrad_reason: a reasoning-LLM stack on an autograd engine of its own (NumPy / CuPy)."""
 from . import functional  # noqa: F401
 from .backend import cuda_available, manual_seed, set_num_threads  # noqa: F401
+from .blas import mkl_enabled, use_mkl, use_numpy_blas  # noqa: F401
 from .creation import arange, full, ones, ones_like, rand, randn, tensor, zeros, zeros_like  # noqa: F401
 from .gradcheck import GradcheckError, gradcheck, gradgradcheck  # noqa: F401
 from .ops.movement import concatenate, stack  # noqa: F401

@@ -1,0 +1,109 @@
+"""Optional MKL for the large matrix products (the linear layers), called by ctypes on NumPy arrays.
+
+NumPy's wheels bring OpenBLAS. On the benchmark machine it runs the linear layers' GEMMs of a
+training step about 1.2x slower than MKL (benchmarks/bench_blas.py: 1361 vs 1166 ms on two threads
+for the small GPT), and those GEMMs are two thirds of a step. With the optional extra installed
+(`pip install 'tinygrad_reason[mkl]'`, which brings Intel's `mkl` wheel) and MKL switched on
+(`tg.use_mkl()`, or TINYGRAD_REASON_BLAS=mkl in the environment), `matmul2d` hands float32/float64
+products of C- or Fortran-ordered 2-d arrays to cblas_sgemm / cblas_dgemm; anything else (other
+layouts, dtypes, CuPy arrays, MKL off) is NumPy's matmul, so results never depend on the switch
+beyond float rounding.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+import numpy as np
+
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+_lib = None          # the loaded libmkl_rt, while MKL is in use
+_gemm = {}           # dtype -> cblas_?gemm
+
+
+def _candidates(path: str | None) -> list[str]:
+    if path:
+        return [path]
+    env = os.environ.get("TINYGRAD_REASON_MKL_PATH")
+    if env:
+        return [env]
+    lib = os.path.join(sys.prefix, "lib")        # where the `mkl` wheel puts its libraries
+    return [os.path.join(lib, name) for name in ("libmkl_rt.so.2", "libmkl_rt.so", "libmkl_rt.2.dylib")]
+
+
+def use_mkl(path: str | None = None) -> str:
+    """Route large GEMMs to MKL; returns the library's path. A clear error when it cannot be loaded."""
+    global _lib
+    tried = []
+    for candidate in _candidates(path):
+        if not os.path.exists(candidate):
+            tried.append(f"{candidate} (not found)")
+            continue
+        try:
+            lib = ctypes.CDLL(candidate, mode=ctypes.RTLD_GLOBAL)
+        except OSError as e:
+            tried.append(f"{candidate} ({e})")
+            continue
+        i, p = ctypes.c_int, ctypes.c_void_p
+        for dtype, name, scalar in ((np.float32, "cblas_sgemm", ctypes.c_float),
+                                    (np.float64, "cblas_dgemm", ctypes.c_double)):
+            fn = getattr(lib, name)
+            fn.argtypes = [i, i, i, i, i, i, scalar, p, i, p, i, scalar, p, i]
+            fn.restype = None
+            _gemm[np.dtype(dtype)] = fn
+        _lib = lib
+        from . import backend
+        if backend._threads:                      # keep the thread count the user chose
+            set_threads(backend._threads)
+        return candidate
+    raise RuntimeError("use_mkl: could not load MKL's runtime library (libmkl_rt): tried "
+                       + "; ".join(tried) + ". Install it with: pip install 'tinygrad_reason[mkl]', or pass "
+                       "the path of libmkl_rt.so")
+
+
+def use_numpy_blas() -> None:
+    """Back to NumPy's own BLAS for every product."""
+    global _lib
+    _lib = None
+    _gemm.clear()
+
+
+def mkl_enabled() -> bool:
+    return _lib is not None
+
+
+def set_threads(n: int) -> None:
+    if _lib is not None:
+        _lib.MKL_Set_Num_Threads(ctypes.c_int(int(n)))
+
+
+def _operand(a):
+    """(transpose flag, leading dimension) of a 2-d array stored C- or Fortran-ordered, else None."""
+    rows, cols = a.shape
+    if a.flags.c_contiguous and (cols == 1 or a.strides[1] == a.itemsize):
+        return _NO_TRANS, max(1, cols)
+    if a.flags.f_contiguous and (rows == 1 or a.strides[0] == a.itemsize):
+        return _TRANS, max(1, rows)              # a.T is C-ordered (cols, rows)
+    return None
+
+
+def matmul2d(a, b):
+    """a @ b for 2-d arrays: MKL when it is on and the operands fit, NumPy otherwise."""
+    fn = _gemm.get(a.dtype) if _lib is not None and type(a) is np.ndarray and type(b) is np.ndarray else None
+    if fn is None or a.dtype != b.dtype or a.ndim != 2 or b.ndim != 2 or not a.size or not b.size \
+            or a.shape[1] != b.shape[0]:
+        return np.matmul(a, b)
+    op_a, op_b = _operand(a), _operand(b)
+    if op_a is None or op_b is None:
+        return np.matmul(a, b)
+    m, k = a.shape
+    n = b.shape[1]
+    out = np.empty((m, n), dtype=a.dtype)
+    fn(_ROW_MAJOR, op_a[0], op_b[0], m, n, k, 1.0, a.ctypes.data, op_a[1], b.ctypes.data, op_b[1], 0.0,
+       out.ctypes.data, max(1, n))
+    return out
+
+
+if os.environ.get("TINYGRAD_REASON_BLAS", "").lower() == "mkl":
+    use_mkl()
