@@ -91,8 +91,10 @@ def _operand(a):
 def matmul2d(a, b):
     """a @ b for 2-d arrays: MKL when it is on and the operands fit, NumPy otherwise."""
     fn = _gemm.get(a.dtype) if _lib is not None and type(a) is np.ndarray and type(b) is np.ndarray else None
-    if fn is None or a.dtype != b.dtype or a.ndim != 2 or b.ndim != 2 or not a.size or not b.size \
-            or a.shape[1] != b.shape[0]:
+    # a matrix-vector product (one row or column) stays on NumPy: its gemv beats a 1-wide MKL gemm
+    # called through ctypes (decoding one sequence: 0.98-1.05x torch on NumPy, 0.83x through MKL)
+    if fn is None or a.dtype != b.dtype or a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0] \
+            or min(a.shape[0], b.shape[1]) <= 1 or not a.size or not b.size:
         return np.matmul(a, b)
     op_a, op_b = _operand(a), _operand(b)
     if op_a is None or op_b is None:
