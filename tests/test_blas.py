@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import tinygrad_reason as tg
-from tinygrad_reason import Tensor, blas, functional as F
+from tinygrad_reason import Tensor, backend, blas, functional as F  # noqa: F401
 
 
 def _mkl_available() -> bool:
@@ -87,3 +87,19 @@ def test_linear_with_mkl_equals_linear_without(mkl):
     for a, c in zip(with_mkl, run()):
         np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
     assert tg.mkl_enabled() is False
+
+
+@needs_mkl
+@pytest.mark.parametrize("layout", ["C,C", "F,C", "C,F", "F,F"])
+def test_mkl_rows_split_over_threads_match_numpy(mkl, layout, monkeypatch):
+    """Large products are split by rows over our threads (MKL runs sequential in each)."""
+    monkeypatch.setattr(blas, "SPLIT_MIN_FLOPS", 0)
+    before = backend.num_threads()
+    tg.set_num_threads(2)
+    try:
+        rng = np.random.default_rng(2)
+        a, b = LAYOUTS[layout](rng.standard_normal((37, 29)).astype(np.float32),
+                               rng.standard_normal((29, 23)).astype(np.float32))
+        np.testing.assert_allclose(blas.matmul2d(a, b), a @ b, rtol=1e-5, atol=1e-5)
+    finally:
+        tg.set_num_threads(before)

@@ -116,6 +116,24 @@ def set_num_threads(n: int) -> None:
     threadpool_limits(_threads)
 
 
+_pool = None
+_pool_key = None
+
+
+def worker_pool(threads: int):
+    """The process's pool of threads - 1 workers for our chunked kernels (the caller is the other).
+
+    A forked child inherits the executor but not its threads (work would wait forever): one pool per
+    process, rebuilt when the thread count changes (set_num_threads).
+    """
+    global _pool, _pool_key
+    if _pool is None or _pool_key != (os.getpid(), threads):
+        from concurrent.futures import ThreadPoolExecutor
+        _pool = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="tinygrad_reason-kernel")
+        _pool_key = (os.getpid(), threads)
+    return _pool
+
+
 _blas_controller = None
 
 

@@ -1,13 +1,19 @@
 """Optional MKL for the large matrix products (the linear layers), called by ctypes on NumPy arrays.
 
 NumPy's wheels bring OpenBLAS. On the benchmark machine it runs the linear layers' GEMMs of a
-training step about 1.2x slower than MKL (benchmarks/bench_blas.py: 1361 vs 1166 ms on two threads
-for the small GPT), and those GEMMs are two thirds of a step. With the optional extra installed
+training step 1.2-1.3x slower than MKL (benchmarks/bench_blas.py, small GPT: 2269 vs 1737 ms on one
+thread, 1580 vs 1258 ms on two), and those GEMMs are two thirds of a step. With the optional extra installed
 (`pip install 'tinygrad_reason[mkl]'`, which brings Intel's `mkl` wheel) and MKL switched on
 (`tg.use_mkl()`, or TINYGRAD_REASON_BLAS=mkl in the environment), `matmul2d` hands float32/float64
 products of C- or Fortran-ordered 2-d arrays to cblas_sgemm / cblas_dgemm; anything else (other
-layouts, dtypes, CuPy arrays, MKL off) is NumPy's matmul, so results never depend on the switch
-beyond float rounding.
+layouts, dtypes, matrix-vector products, CuPy arrays, MKL off) is NumPy's matmul, so results never
+depend on the switch beyond float rounding.
+
+Threads: MKL runs its sequential layer, and a large product is split by rows over our own worker
+threads (ctypes releases the GIL during the call). With MKL's OpenMP layer its spinning threads
+competed with ours and OpenBLAS's for the two cores: measured in the small GPT's step, 1.27-1.34x
+torch that way (3 runs) against 1.22x split over our threads (1 run); TINYGRAD_REASON_MKL_LAYER=intel
+keeps MKL's own threads.
 """
 from __future__ import annotations
 
@@ -17,7 +23,11 @@ import sys
 
 import numpy as np
 
+from . import backend
+
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+_MKL_THREADING_SEQUENTIAL = 1
+SPLIT_MIN_FLOPS = 1 << 24          # products below this run whole on the calling thread
 _lib = None          # the loaded libmkl_rt, while MKL is in use
 _gemm = {}           # dtype -> cblas_?gemm
 
@@ -52,8 +62,9 @@ def use_mkl(path: str | None = None) -> str:
             fn.argtypes = [i, i, i, i, i, i, scalar, p, i, p, i, scalar, p, i]
             fn.restype = None
             _gemm[np.dtype(dtype)] = fn
+        if os.environ.get("TINYGRAD_REASON_MKL_LAYER", "sequential") == "sequential":
+            lib.MKL_Set_Threading_Layer(ctypes.c_int(_MKL_THREADING_SEQUENTIAL))
         _lib = lib
-        from . import backend
         if backend._threads:                      # keep the thread count the user chose
             set_threads(backend._threads)
         return candidate
@@ -102,8 +113,24 @@ def matmul2d(a, b):
     m, k = a.shape
     n = b.shape[1]
     out = np.empty((m, n), dtype=a.dtype)
-    fn(_ROW_MAJOR, op_a[0], op_b[0], m, n, k, 1.0, a.ctypes.data, op_a[1], b.ctypes.data, op_b[1], 0.0,
-       out.ctypes.data, max(1, n))
+    itemsize = a.itemsize
+
+    def rows(lo: int, hi: int) -> None:          # out[lo:hi] = a[lo:hi] @ b (ctypes releases the GIL)
+        start = lo * (op_a[1] if op_a[0] == _NO_TRANS else 1) * itemsize
+        fn(_ROW_MAJOR, op_a[0], op_b[0], hi - lo, n, k, 1.0, a.ctypes.data + start, op_a[1], b.ctypes.data,
+           op_b[1], 0.0, out.ctypes.data + lo * max(1, n) * itemsize, max(1, n))
+
+    threads = backend.num_threads()
+    if threads > 1 and m >= 2 * threads and 2 * m * n * k >= SPLIT_MIN_FLOPS:
+        bounds = [m * i // threads for i in range(threads + 1)]
+        futures = [backend.worker_pool(threads).submit(rows, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
+        try:
+            rows(bounds[0], bounds[1])
+        finally:
+            for f in futures:
+                f.result()
+    else:
+        rows(0, m)
     return out
 
 

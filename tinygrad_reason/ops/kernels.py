@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -41,18 +40,6 @@ CHUNK = 64 * 1024                 # elements per chunk: 5 float32 buffers of 256
 PARALLEL_MIN = 256 * 1024         # below this the pool's hand-off costs more than it saves
 
 
-def _get_pool(threads: int) -> ThreadPoolExecutor:
-    # A forked child inherits the executor but not its threads (work would wait forever): one pool
-    # per process, rebuilt when the thread count changes (backend.set_num_threads).
-    global _pool, _pool_key
-    if _pool is None or _pool_key != (os.getpid(), threads):
-        _pool = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="tinygrad_reason-kernel")
-        _pool_key = (os.getpid(), threads)
-    return _pool
-
-
-_pool = None
-_pool_key = None
 
 
 def _run_chunked(chunk_fn, out, ins, n_scratch: int, extra_outs=()) -> None:
@@ -83,7 +70,7 @@ def _run_chunked(chunk_fn, out, ins, n_scratch: int, extra_outs=()) -> None:
         per = -(-n // threads)
         per = -(-per // CHUNK) * CHUNK
         bounds = [(lo, min(lo + per, n)) for lo in range(0, n, per)]
-        futures = [_get_pool(threads).submit(work, lo, hi) for lo, hi in bounds[1:]]
+        futures = [backend.worker_pool(threads).submit(work, lo, hi) for lo, hi in bounds[1:]]
         work(*bounds[0])                     # the calling thread takes the first slab
         for f in futures:
             f.result()                       # re-raises a worker's exception
@@ -127,7 +114,7 @@ def parallel_units(n_units: int, unit_size: int, chunk_elements: int, work, xp, 
         return
     bounds = [len(starts) * i // threads for i in range(threads + 1)]
     with backend.single_threaded_blas():
-        futures = [_get_pool(threads).submit(run, a, b) for a, b in zip(bounds[1:-1], bounds[2:])]
+        futures = [backend.worker_pool(threads).submit(run, a, b) for a, b in zip(bounds[1:-1], bounds[2:])]
         try:
             run(bounds[0], bounds[1])            # the calling thread takes the first share
         finally:
