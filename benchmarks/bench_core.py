@@ -28,7 +28,7 @@ parser.add_argument("--only", choices=("ops", "mlp"), default=None, help="run on
 args = parser.parse_args()
 
 # Thread counts must be fixed before numpy (OpenBLAS) and torch (OpenMP / MKL) are imported.
-for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "TINYGRAD_REASON_THREADS"):
     os.environ[var] = str(args.threads)
 os.environ["OPENBLAS_THREAD_TIMEOUT"] = "1"   # idle OpenBLAS threads sleep quickly instead of spinning
 if args.omp_passive:   # torch's OpenMP threads sleep too, instead of spinning on cores OpenBLAS needs next

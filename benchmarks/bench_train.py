@@ -35,7 +35,7 @@ CONFIGS = {
 
 
 def _set_threads(n: int) -> None:
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "TINYGRAD_REASON_THREADS"):
         os.environ[var] = str(n)
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "1")   # idle OpenBLAS threads otherwise spin
 
@@ -270,6 +270,7 @@ def run(name: str, threads: int, steps: int, warmup: int, memory: bool, gemm_flo
     result = {
         "config": name, **CONFIGS[name], "threads": threads, "steps": steps,
         "ours_blas": "mkl" if __import__("tinygrad_reason").mkl_enabled() else "numpy",
+        "ours_kernel_threads": __import__("tinygrad_reason").backend.num_threads(),
         "ours_ms": round(o * 1e3, 2), "torch_ms": round(t * 1e3, 2), "ratio": round(o / t, 3),
         "ours_tokens_per_s": round(ids.size / o), "torch_tokens_per_s": round(ids.size / t),
         "ours_gflops": round(flops / o / 1e9, 2), "torch_gflops": round(flops / t / 1e9, 2),
