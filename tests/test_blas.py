@@ -27,10 +27,20 @@ needs_mkl = pytest.mark.skipif(not _mkl_available(),
 
 
 @pytest.fixture
-def mkl():
+def mkl(monkeypatch):
+    monkeypatch.setattr(blas, "MIN_SIDE", 0)      # every shape through MKL, skinny ones included
     blas.use_mkl()
     yield
     blas.use_numpy_blas()
+
+
+def test_skinny_products_stay_on_numpy_with_mkl_on(monkeypatch):
+    calls = []
+    monkeypatch.setattr(blas, "_gemm", {np.dtype(np.float64): lambda *a: calls.append(a)})
+    monkeypatch.setattr(blas, "_lib", object())
+    a, b = np.ones((16, 8)), np.ones((8, 300))
+    np.testing.assert_array_equal(blas.matmul2d(a, b), a @ b)
+    assert calls == []
 
 
 def test_use_mkl_with_a_bad_path_is_a_clear_error(tmp_path):

@@ -28,6 +28,7 @@ from . import backend
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _MKL_THREADING_SEQUENTIAL = 1
 SPLIT_MIN_FLOPS = 1 << 24          # products below this run whole on the calling thread
+MIN_SIDE = 64                      # products with a side this small or smaller stay on NumPy
 _lib = None          # the loaded libmkl_rt, while MKL is in use
 _gemm = {}           # dtype -> cblas_?gemm
 
@@ -102,10 +103,11 @@ def _operand(a):
 def matmul2d(a, b):
     """a @ b for 2-d arrays: MKL when it is on and the operands fit, NumPy otherwise."""
     fn = _gemm.get(a.dtype) if _lib is not None and type(a) is np.ndarray and type(b) is np.ndarray else None
-    # a matrix-vector product (one row or column) stays on NumPy: its gemv beats a 1-wide MKL gemm
-    # called through ctypes (decoding one sequence: 0.98-1.05x torch on NumPy, 0.83x through MKL)
+    # skinny products (decoding: a few rows) stay on NumPy: a 1-wide MKL gemm through ctypes lost to
+    # NumPy's gemv (batch-1 decoding 0.83x vs 0.98x torch), and 16-wide ones split over our threads
+    # stalled behind torch's spinning threads in the benchmark (batch-16 decoding 0.31x)
     if fn is None or a.dtype != b.dtype or a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0] \
-            or min(a.shape[0], b.shape[1]) <= 1 or not a.size or not b.size:
+            or min(a.shape[0], b.shape[1]) <= MIN_SIDE or not a.size or not b.size:
         return np.matmul(a, b)
     op_a, op_b = _operand(a), _operand(b)
     if op_a is None or op_b is None:
