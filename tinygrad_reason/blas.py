@@ -103,9 +103,9 @@ def _operand(a):
 def matmul2d(a, b):
     """a @ b for 2-d arrays: MKL when it is on and the operands fit, NumPy otherwise."""
     fn = _gemm.get(a.dtype) if _lib is not None and type(a) is np.ndarray and type(b) is np.ndarray else None
-    # skinny products (decoding: a few rows) stay on NumPy: a 1-wide MKL gemm through ctypes lost to
-    # NumPy's gemv (batch-1 decoding 0.83x vs 0.98x torch), and 16-wide ones split over our threads
-    # stalled behind torch's spinning threads in the benchmark (batch-16 decoding 0.31x)
+    # skinny products (decoding: a few rows) stay on NumPy: a 1-wide MKL gemm through ctypes was ~15%
+    # slower than NumPy's gemv in the batch-1 decode benchmark, and 16-wide ones split over our threads
+    # stalled behind torch's spinning threads there (batch-16 decoding fell to 0.31x torch)
     if fn is None or a.dtype != b.dtype or a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0] \
             or min(a.shape[0], b.shape[1]) <= MIN_SIDE or not a.size or not b.size:
         return np.matmul(a, b)
