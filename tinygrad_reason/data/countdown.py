@@ -18,7 +18,7 @@ from fractions import Fraction
 from typing import Optional, Sequence
 
 from .records import Record, derive_seed, make_rng
-from .safe_eval import Neg, Num, parse
+from .safe_eval import Neg, Num, apply_binop, parse
 
 __all__ = ["generate_countdown", "check_countdown", "countdown_question"]
 
@@ -139,17 +139,7 @@ def check_countdown(numbers: Sequence[int], target: int, expression: str) -> boo
                 stack.append((cur.right, False))
                 stack.append((cur.left, False))
                 continue
-            a, b = values.pop(id(cur.left)), values.pop(id(cur.right))
-            if cur.op == "+":
-                r = a + b
-            elif cur.op == "-":
-                r = a - b
-            elif cur.op == "*":
-                r = a * b
-            else:
-                if b == 0:
-                    return False
-                r = a / b
+            r = apply_binop(cur.op, values.pop(id(cur.left)), values.pop(id(cur.right)))  # raises on /0
             if r.denominator != 1 or r <= 0:
                 return False
             values[id(cur)] = r

@@ -226,21 +226,23 @@ def _eval(node: Node, limits: Limits) -> Fraction:
         cur = cur.left
     acc = _eval(cur, limits)
     for b in reversed(spine):
-        rhs = _eval(b.right, limits)
-        if b.op == "+":
-            acc = acc + rhs
-        elif b.op == "-":
-            acc = acc - rhs
-        elif b.op == "*":
-            acc = acc * rhs
-        elif b.op == "/":
-            if rhs == 0:
-                raise _Reject("division by zero")
-            acc = acc / rhs
-        else:  # pragma: no cover
-            raise _Reject("bad operator")
-        _check(acc, limits)
+        acc = _check(apply_binop(b.op, acc, _eval(b.right, limits)), limits)
     return acc
+
+
+def apply_binop(op: str, a: Fraction, b: Fraction) -> Fraction:
+    """a op b exactly for op in + - * /; raises (this module's rejection) on division by zero."""
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    if op == "/":
+        if b == 0:
+            raise _Reject("division by zero")
+        return a / b
+    raise _Reject("bad operator")  # pragma: no cover
 
 
 def evaluate(node: Node, limits: Limits = DEFAULT_LIMITS) -> Optional[Fraction]:

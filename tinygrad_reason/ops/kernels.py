@@ -43,39 +43,18 @@ PARALLEL_MIN = 256 * 1024         # below this the pool's hand-off costs more th
 
 
 def _run_chunked(chunk_fn, out, ins, n_scratch: int, extra_outs=()) -> None:
-    """chunk_fn(*input_chunks, out_chunk, *extra_out_chunks, *scratch_chunks) over contiguous flat arrays.
-
-    Each worker allocates its scratch once and reuses it for all its chunks. The errstate is set
-    inside the worker (it is per thread): exp underflow and x*x overflow for huge |x| are
-    expected and give the right limits.
+    """chunk_fn(*input_chunks, out_chunk, *extra_out_chunks, *scratch_chunks) over contiguous flat
+    arrays, in CHUNK-element chunks over our threads (parallel_units). The errstate is set around each
+    chunk (it is per thread): exp underflow and x*x overflow for huge |x| are expected and give the
+    right limits.
     """
-    n = out.size
-    flat_out = out.reshape(-1)
-    flat_ins = [a.reshape(-1) for a in ins]
-    flat_extra = [a.reshape(-1) for a in extra_outs]
+    flat = [a.reshape(-1) for a in (*ins, out, *extra_outs)]
 
-    def work(lo: int, hi: int) -> None:
-        m = min(CHUNK, hi - lo)
-        scratch = [np.empty(m, dtype=out.dtype) for _ in range(n_scratch)]
+    def work(lo: int, hi: int, scratch) -> None:
         with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-            for s in range(lo, hi, CHUNK):
-                e = min(s + CHUNK, hi)
-                k = e - s
-                chunk_fn(*[a[s:e] for a in flat_ins], flat_out[s:e], *[a[s:e] for a in flat_extra],
-                         *[b[:k] for b in scratch])
+            chunk_fn(*[a[lo:hi] for a in flat], *[scratch((hi - lo,), slot) for slot in range(n_scratch)])
 
-    threads = backend.num_threads()
-    if threads > 1 and n >= PARALLEL_MIN:
-        # contiguous slabs, one per thread, split on chunk boundaries
-        per = -(-n // threads)
-        per = -(-per // CHUNK) * CHUNK
-        bounds = [(lo, min(lo + per, n)) for lo in range(0, n, per)]
-        futures = [backend.worker_pool(threads).submit(work, lo, hi) for lo, hi in bounds[1:]]
-        work(*bounds[0])                     # the calling thread takes the first slab
-        for f in futures:
-            f.result()                       # re-raises a worker's exception
-    else:
-        work(0, n)
+    parallel_units(out.size, 1, CHUNK, work, np, out.dtype)
 
 
 def parallel_units(n_units: int, unit_size: int, chunk_elements: int, work, xp, dtype) -> None:
