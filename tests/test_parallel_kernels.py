@@ -200,3 +200,108 @@ def test_adamw_non_contiguous_moments_are_written_back():
         opt.step()
     np.testing.assert_allclose(p.numpy(), _adamw_reference(p0, grads, 1e-2, (0.9, 0.95), 1e-8, 0.1),
                                rtol=1e-6, atol=1e-7)
+
+
+# ---------------------------------------------------------------- attention's row blocks
+# With a causal mask, ops/attention.py computes only the key range each block of query positions can
+# see. ROW_BLOCK is shrunk so that short sequences take that path, with masks that make blocks skip
+# keys, carry the bias on part of their keys only, and hold rows with every key masked.
+
+def _causal_masked(t, s, pad_left=(), pad_right=()):
+    """Causal for queries at positions s - t .. s - 1 (a KV prefix when s > t), plus padding."""
+    masked = np.arange(s)[None, :] > (s - t + np.arange(t))[:, None]
+    rows = max(len(pad_left), len(pad_right), 1)
+    m = np.broadcast_to(masked, (rows, t, s)).copy()
+    for b, n in enumerate(pad_left):
+        m[b, :, :n] = True
+    for b, n in enumerate(pad_right):
+        if n:
+            m[b, :, s - n:] = True
+    return m[:, None]
+
+
+BLOCK_MASKS = {
+    "causal": ((2, 4, 9, 4), (2, 4, 9, 4), _causal_masked(9, 9)),
+    "causal_kv_prefix": ((2, 2, 7, 4), (2, 2, 10, 4), _causal_masked(7, 10)),
+    "causal_gqa_padding": ((3, 4, 9, 4), (3, 2, 9, 4), _causal_masked(9, 9, pad_left=(0, 3, 0), pad_right=(0, 0, 4))),
+}
+
+
+@pytest.fixture
+def row_blocks(monkeypatch, tiny_chunks):
+    monkeypatch.setattr(attention_op, "ROW_BLOCK", 2)
+
+
+@pytest.mark.parametrize("name", sorted(BLOCK_MASKS))
+def test_row_blocks_skip_keys_and_bias_only_where_masked(name, row_blocks):
+    q_shape, k_shape, masked = BLOCK_MASKS[name]
+    rep, t, s = q_shape[1] // k_shape[1], q_shape[2], k_shape[2]
+    segs = attention_op._segments(masked, t, s, rep, np)
+    assert len(segs) > 1 and min(n_keys for *_, n_keys in segs) < s           # keys are skipped
+    if name != "causal_gqa_padding":           # left padding masks the first keys of every block
+        assert any(first > 0 for *_, first, _ in segs)                        # bias on part of the keys
+    rows = np.concatenate([np.arange(r0, r1) for r0, r1, *_ in segs])
+    np.testing.assert_array_equal(np.sort(rows), np.arange(rep * t))        # every query row exactly once
+    for r0, r1, p0, p1, copies, first, n_keys in segs:
+        block = masked[:, 0, p0:p1]
+        assert block[:, :, n_keys:].all()                                     # skipped keys: masked for all
+        assert not block[:, :, :first].any()                                  # before first: masked for none
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(BLOCK_MASKS))
+def test_row_blocks_match_torch(name, dtype, threads, row_blocks):
+    q_shape, k_shape, masked = BLOCK_MASKS[name]
+    rng = np.random.default_rng(7)
+    arrays = [rng.standard_normal(s).astype(dtype) for s in (q_shape, k_shape, k_shape)]
+    upstream = rng.standard_normal(q_shape).astype(dtype)
+    got = _run(lambda q, k, v: F.attention(q, k, v, masked), arrays, upstream, threads)
+    tin = [torch.tensor(a, requires_grad=True) for a in arrays]
+    out = _torch_attention(*tin, masked)
+    out.backward(torch.from_numpy(upstream))
+    want = [out.detach().numpy()] + [t.grad.numpy() for t in tin]
+    tol = 1e-10 if dtype == np.float64 else 2e-5
+    for what, a, b in zip(["output", "dq", "dk", "dv"], got, want):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol, err_msg=f"{name} {what}")
+
+
+@pytest.mark.parametrize("name", sorted(BLOCK_MASKS))
+def test_row_blocks_bit_identical_with_threads(name, row_blocks):
+    q_shape, k_shape, masked = BLOCK_MASKS[name]
+    rng = np.random.default_rng(8)
+    arrays = [rng.standard_normal(s).astype(np.float32) for s in (q_shape, k_shape, k_shape)]
+    upstream = rng.standard_normal(q_shape).astype(np.float32)
+    fn = lambda q, k, v: F.attention(q, k, v, masked, dropout_p=0.2)  # noqa: E731
+    for a, b in zip(_run(fn, arrays, upstream, 1), _run(fn, arrays, upstream, 2)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_row_blocks_dropout_matches_torch_with_the_same_keep_mask(row_blocks):
+    """Dropout's keep mask lives in the blocks' keys-by-queries layout; rebuilt as (B, H, T, S), torch
+    with that mask must give the same output and gradients."""
+    q_shape, k_shape, masked = BLOCK_MASKS["causal_gqa_padding"]
+    b, h, t, d = q_shape
+    hkv, s = k_shape[1], k_shape[2]
+    rep = h // hkv
+    rng = np.random.default_rng(9)
+    arrays = [rng.standard_normal(sh) for sh in (q_shape, k_shape, k_shape)]
+    upstream = rng.standard_normal(q_shape)
+    ins = [Tensor(a.copy(), requires_grad=True) for a in arrays]
+    out = F.attention(*ins, masked, dropout_p=0.3)
+    ctx = out._ctx
+    keep = np.ones((b * hkv, rep * t, s))                   # keys no block computes have weight 0 anyway
+    for (r0, r1, *_, n_keys), blk in zip(ctx.segs, ctx.keeps):
+        keep[:, r0:r1, :n_keys] = blk.swapaxes(-1, -2)
+    keep = torch.from_numpy(keep.reshape(b, h, t, s))
+    out.backward(Tensor(upstream))
+    tin = [torch.tensor(a, requires_grad=True) for a in arrays]
+    q, k, v = tin
+    k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    scores = ((q @ k.transpose(-1, -2)) / d ** 0.5).masked_fill(torch.from_numpy(masked), torch.finfo(q.dtype).min)
+    ref = (scores.softmax(-1) * keep) @ v
+    ref.backward(torch.from_numpy(upstream))
+    for what, a, bb in zip(["output", "dq", "dk", "dv"], [out] + ins, [ref] + tin):
+        theirs = bb.detach().numpy() if what == "output" else bb.grad.numpy()
+        ours = a.numpy() if what == "output" else a.grad.numpy()
+        np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-10, err_msg=what)

@@ -8,20 +8,31 @@ a group are stacked into one matrix, so each key/value head takes part in one ma
 k or v per query head), and dk, dv come out summed over the group automatically.
 
 The work is a loop over "units" (one batch row and key/value head each) in chunks small enough
-that a chunk's (rep*T, S) scores stay in L2 between the matmul, the softmax passes and the second
-matmul; on NumPy the chunks are split over backend.num_threads() threads (NumPy releases the GIL,
-and BLAS runs single-threaded inside each), so the softmax passes use every core too. Small
-problems (a decode step) are one chunk: one batched matmul per product, as before.
+that a chunk's scores stay in L2 between the matmul, the softmax passes and the second matmul; on
+NumPy the chunks are split over backend.num_threads() threads (NumPy releases the GIL, and BLAS
+runs single-threaded inside each), so the softmax passes use every core too. Small problems (a
+decode step) are one chunk: one batched matmul per product.
 
-Savings over the formula as written: q is scaled once (T x D) instead of the scores (T x S), by
-scale * log2(e) so the softmax can use exp2 (faster than exp in NumPy, same weights); the mask is
-added as a large negative bias (a select costs ~30x an add); and the softmax backward's row sums
-sum_j att_ij dA_ij are the cheap dot products dO_i . O_i (FlashAttention's D_i).
+How it is laid out, each choice measured on NumPy (2-core benchmark machine):
+- Scores are kept transposed, keys by queries (S, T) per unit: the softmax's max over keys is then
+  a max across rows, which NumPy vectorizes (~2.5x faster than a max along 256-long rows), and
+  the sums over keys are a vector-matrix product with ones (~4x faster than .sum).
+- Only the blocks a mask leaves live are computed: with a causal mask, query block i (ROW_BLOCK
+  positions) needs keys up to its end only, about (1 + 1/blocks) / 2 of the scores and of
+  their matmuls (llm.c loops t2 <= t the same way). The bias is added only where a block
+  has masked keys (its diagonal part).
+- The scores are not normalized: exp(s - max) is kept with r = 1 / its column sums, and r scales
+  the (T x D) output instead of the (S x T) weights; the backward folds r into dO the same way.
+- q is scaled once (T x D) instead of the scores; the mask is added as a large negative bias (a
+  select costs ~30x an add), half the dtype's lowest value so that a row with every key masked
+  gets uniform weights instead of NaNs; and the softmax backward's sums sum_j att_ij dA_ij are the
+  dot products dO_i . O_i (FlashAttention's D_i).
+- exp, not exp2: NumPy's float32 exp2 leaves its vector loop for every result that underflows
+  (a masked score: ~5x slower than exp over a causal block; ~140x for denormal results); exp
+  only for denormal results.
 Once-differentiable: the backward works on raw arrays.
 """
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
@@ -29,8 +40,38 @@ from .. import backend
 from ..tensor import Function, Tensor, is_grad_enabled
 from .kernels import parallel_units
 
-_LOG2E = 1.0 / math.log(2.0)
 CHUNK_ELEMENTS = 128 * 1024   # scores per chunk: 512 KiB of float32 stays in L2 with its operands
+ROW_BLOCK = 128               # query positions per block when the mask leaves keys unused (causal)
+
+
+def _segments(masked, t: int, s: int, rep: int, xp):
+    """The score blocks worth computing: (r0, r1, p0, p1, copies, first_masked, n_keys) each.
+
+    Stacked query rows r0:r1 hold `copies` copies (one per query head of the group) of positions
+    p0:p1. They need keys [0, n_keys) only: every later key is masked for all of them, so its
+    weight is an exact 0. Keys from first_masked on are masked for some of them (the bias goes
+    there); before it, for none. A row with every key masked keeps all S (uniform weights).
+    Without savings (no mask, padding only, a decode step, CuPy: one batched call is better
+    there) it is one block of all rows and keys.
+    """
+    if masked is None:
+        return [(0, rep * t, 0, t, rep, s, s)]
+    m = masked[:, 0]                                                       # (Bm, T, S)
+    if xp is not np or t < 2 * ROW_BLOCK:
+        return [(0, rep * t, 0, t, rep, 0, s)]
+    # keys needed by position p: its last unmasked key + 1, over the mask's batch rows (argmax of the
+    # reversed row finds it; a row with every key masked gives argmax 0, so all S); the first masked
+    # key is the argmax of the row itself, S where none is masked
+    live = s - xp.argmax(~m[:, :, ::-1], axis=-1).min(axis=0)              # (T,)
+    first = xp.where(m.any(axis=-1), xp.argmax(m, axis=-1), s).min(axis=0)  # (T,)
+    blocks = []
+    for p0 in range(0, t, ROW_BLOCK):
+        p1 = min(p0 + ROW_BLOCK, t)
+        n_keys = int(live[p0:p1].max())
+        blocks.append((p0, p1, min(int(first[p0:p1].min()), n_keys), n_keys))
+    if all(n_keys == s for _, _, _, n_keys in blocks):
+        return [(0, rep * t, 0, t, rep, min(c for _, _, c, _ in blocks), s)]
+    return [(j * t + p0, j * t + p1, p0, p1, 1, c, n_keys) for j in range(rep) for p0, p1, c, n_keys in blocks]
 
 
 def _units(a, n_units: int, own: bool = False):
@@ -40,6 +81,11 @@ def _units(a, n_units: int, own: bool = False):
     if own or a.strides[-1] != a.itemsize:
         a = backend.get_array_module(a).array(a, order="C")
     return a.reshape(n_units, -1, a.shape[-1])
+
+
+def _live_scores(segs) -> int:
+    """Scores computed per unit: chunks are sized by the work done, not the full T x S."""
+    return sum((r1 - r0) * n_keys for r0, r1, _, _, _, _, n_keys in segs)
 
 
 class Attention(Function):
@@ -54,65 +100,68 @@ class Attention(Function):
                              "(B, H, T, D) and (B, Hkv, S, D) with Hkv dividing H")
         hkv, s = k.shape[1], k.shape[2]
         rep, n = h // hkv, b * hkv
-        self.bias = self.dead = None
+        self.bias_t = self.dead = None
         if masked is not None:
             masked = xp.asarray(masked)
             if masked.ndim != 4 or masked.shape[1] != 1 or masked.shape[0] not in (1, b) \
                     or masked.shape[-2:] != (t, s):
                 raise ValueError(f"attention: mask shape {masked.shape} must be (B or 1, 1, {t}, {s})")
-            # half the dtype's lowest value: adding a score cannot overflow to -inf, and a row with
-            # every key masked gets uniform finite weights instead of NaNs that would poison gradients
-            self.bias = masked[:, 0] * xp.asarray(xp.finfo(q.dtype).min / 2, dtype=q.dtype)   # (Bm, T, S)
+            # the bias, keys by queries like the scores: (Bm, S, T)
+            self.bias_t = masked[:, 0].swapaxes(-1, -2) * xp.asarray(xp.finfo(q.dtype).min / 2, dtype=q.dtype)
             # masked scores are constants: att = 0 drops their gradient, except in a row with every
             # key masked (uniform weights), so those rows are remembered and zeroed in backward
             dead = masked[:, 0].all(axis=-1)                                          # (Bm, T)
             self.dead = dead if bool(dead.any()) else None
-        # q carries the scale and log2(e): softmax by exp2 (NumPy's float32 exp2 is ~1.8x faster than
-        # exp), the same weights since exp2(y log2 e) = exp(y)
-        qs = _units(q * xp.asarray(scale * _LOG2E, dtype=q.dtype), n)     # (N, rep*T, D)
+        segs = self.segs = _segments(masked, t, s, rep, xp)
+        qs = _units(q * xp.asarray(scale, dtype=q.dtype), n)              # (N, rep*T, D)
         kc, vc = _units(k, n, is_grad_enabled()), _units(v, n, is_grad_enabled())   # (N, S, D)
-        att = xp.empty((n, rep * t, s), dtype=q.dtype)
+        exps = [xp.empty((n, n_keys, r1 - r0), dtype=q.dtype) for r0, r1, _, _, _, _, n_keys in segs]
+        inv_sums = xp.empty((n, rep * t), dtype=q.dtype)
         out = xp.empty((n, rep * t, d), dtype=q.dtype)
-        self.keep = None
+        ones = xp.ones(s, dtype=q.dtype)
+        keeps = None
         if dropout_p > 0.0:
             gen = backend.generator(backend.device_of(q))
-            draw = gen.random(att.shape, dtype=att.dtype) if xp is np else gen.random_sample(att.shape, dtype=att.dtype)
-            self.keep = (draw >= dropout_p).astype(att.dtype) * (1.0 / (1.0 - dropout_p))
+            draw = (lambda shape: gen.random(shape, dtype=q.dtype)) if xp is np else \
+                (lambda shape: gen.random_sample(shape, dtype=q.dtype))
+            keeps = [(draw(e.shape) >= dropout_p).astype(q.dtype) * (1.0 / (1.0 - dropout_p)) for e in exps]
 
         def work(lo, hi, scratch):
-            sc = att[lo:hi]
-            xp.matmul(qs[lo:hi], kc[lo:hi].swapaxes(-1, -2), out=sc)
-            self._add_bias(sc, lo, hi, rep, hkv)
-            sc -= sc.max(axis=-1, keepdims=True)
-            xp.exp2(sc, out=sc)
-            sc /= sc.sum(axis=-1, keepdims=True)
-            if self.keep is not None:
-                sc = xp.multiply(sc, self.keep[lo:hi], out=scratch(sc.shape))
-            xp.matmul(sc, vc[lo:hi], out=out[lo:hi])
+            for i, (r0, r1, p0, p1, copies, first, n_keys) in enumerate(segs):
+                e = exps[i][lo:hi]                                         # (u, L, P): keys by queries
+                xp.matmul(kc[lo:hi, :n_keys], qs[lo:hi, r0:r1].swapaxes(-1, -2), out=e)
+                if first < n_keys:
+                    self._add_bias(e[:, first:], lo, hi, p0, p1, copies, first, n_keys, hkv)
+                e -= e.max(axis=1, keepdims=True)
+                xp.exp(e, out=e)
+                inv = inv_sums[lo:hi, r0:r1]
+                xp.matmul(ones[:n_keys], e, out=inv)                        # sums over keys
+                xp.reciprocal(inv, out=inv)
+                used = e if keeps is None else xp.multiply(e, keeps[i][lo:hi], out=scratch(e.shape))
+                o = out[lo:hi, r0:r1]
+                xp.matmul(used.swapaxes(-1, -2), vc[lo:hi, :n_keys], out=o)
+                o *= inv[..., None]
 
-        parallel_units(n, rep * t * s, CHUNK_ELEMENTS, work, xp, att.dtype)
-        self.att, self.qs, self.k, self.v, self.out = att, qs, kc, vc, out
+        parallel_units(n, _live_scores(segs), CHUNK_ELEMENTS, work, xp, q.dtype)
+        self.exps, self.keeps, self.inv_sums = exps, keeps, inv_sums
+        self.qs, self.k, self.v, self.out = qs, kc, vc, out
         self.shape, self.scale = (b, h, t, d, hkv, s, rep), scale
         return out.reshape(b, h, t, d)
 
-    def _add_bias(self, sc, lo, hi, rep, hkv):
-        """scores of units [lo, hi) += the mask bias of their batch rows (one bias for every head)."""
-        if self.bias is None:
-            return
-        rows = sc.reshape(hi - lo, rep, *self.bias.shape[1:])
-        if self.bias.shape[0] == 1:
-            rows += self.bias
-        else:
-            xp = backend.get_array_module(sc)
-            rows += self.bias[xp.arange(lo, hi) // hkv][:, None]
+    def _per_unit(self, a, lo, hi, hkv, *index):
+        """A mask-shaped array (Bm, ...) indexed for units [lo, hi): Bm = 1 broadcasts to every unit."""
+        if a.shape[0] == 1:
+            return a[(slice(None), *index)]
+        xp = backend.get_array_module(a)
+        return a[(xp.arange(lo, hi) // hkv, *index)]
 
-    def _zero_dead(self, ds, lo, hi, rep, hkv):
-        if self.dead is None:
-            return
-        xp = backend.get_array_module(ds)
-        dead = self.dead if self.dead.shape[0] == 1 else self.dead[xp.arange(lo, hi) // hkv]
-        rows = ds.reshape(hi - lo, rep, *self.dead.shape[1:], ds.shape[-1])
-        rows *= ~xp.broadcast_to(dead[:, None, :, None], rows.shape)
+    def _add_bias(self, e, lo, hi, p0, p1, copies, first, n_keys, hkv):
+        """e (u, keys first:n_keys, copies * P) += the mask bias of the units' batch rows."""
+        bias = self._per_unit(self.bias_t, lo, hi, hkv, slice(first, n_keys), slice(p0, p1))   # (., L', P)
+        if copies == 1:
+            e += bias
+        else:              # e's last axis is contiguous: splitting it into (copies, P) is a view
+            e.reshape(*e.shape[:2], copies, p1 - p0)[...] += bias[:, :, None]
 
     def backward(self, g):
         q, k, v = self.parents
@@ -120,33 +169,48 @@ class Attention(Function):
         b, h, t, d, hkv, s, rep = self.shape
         n = b * hkv
         gg = _units(g.data, n)                                             # (N, rep*T, D)
-        rowdot = (gg * self.out).sum(axis=-1, keepdims=True)               # sum_j att_ij dA_ij = dO_i . O_i
+        segs, exps, keeps, inv_sums = self.segs, self.exps, self.keeps, self.inv_sums
+        one_block = len(segs) == 1
+        # with several blocks, dk and dv sum one product per block (keys no block uses stay 0)
+        alloc = xp.empty_like if one_block else xp.zeros_like
         dq = xp.empty_like(self.qs) if q.requires_grad else None
-        dk = xp.empty_like(self.k) if k.requires_grad else None
-        dv = xp.empty_like(self.v) if v.requires_grad else None
-        att, keep = self.att, self.keep
+        dk = alloc(self.k) if k.requires_grad else None
+        dv = alloc(self.v) if v.requires_grad else None
+        ones_d = xp.ones(d, dtype=gg.dtype)
+
+        def into(dst, lo, hi, n_keys, a, b_, scratch):       # dst[lo:hi, :n_keys] (+)= a @ b_
+            if one_block:
+                xp.matmul(a, b_, out=dst[lo:hi])
+            else:
+                dst[lo:hi, :n_keys] += xp.matmul(a, b_, out=scratch((hi - lo, n_keys, d), 3))
 
         def work(lo, hi, scratch):
-            ds = xp.matmul(gg[lo:hi], self.v[lo:hi].swapaxes(-1, -2), out=scratch((hi - lo, rep * t, s)))
-            if dv is not None:
-                used = att[lo:hi] if keep is None else xp.multiply(att[lo:hi], keep[lo:hi],
-                                                                      out=scratch((hi - lo, rep * t, s), 1))
-                xp.matmul(used.swapaxes(-1, -2), gg[lo:hi], out=dv[lo:hi])
-            if keep is not None:
-                ds *= keep[lo:hi]
-            ds -= rowdot[lo:hi]
-            ds *= att[lo:hi]                                               # d scores
-            self._zero_dead(ds, lo, hi, rep, hkv)
-            if dq is not None:
-                xp.matmul(ds, self.k[lo:hi], out=dq[lo:hi])
-            if dk is not None:
-                xp.matmul(ds.swapaxes(-1, -2), self.qs[lo:hi], out=dk[lo:hi])
+            for i, (r0, r1, p0, p1, copies, first, n_keys) in enumerate(segs):
+                e = exps[i][lo:hi]                                         # (u, L, P) unnormalized
+                keep = None if keeps is None else keeps[i][lo:hi]
+                # r folded into dO: gr = r dO, and r (dO . O) = gr . O
+                gr = xp.multiply(gg[lo:hi, r0:r1], inv_sums[lo:hi, r0:r1, None], out=scratch((hi - lo, r1 - r0, d), 1))
+                prod = xp.multiply(gr, self.out[lo:hi, r0:r1], out=scratch(gr.shape, 2))
+                rowdot = xp.matmul(prod, ones_d)                           # (u, P)
+                ds = xp.matmul(self.v[lo:hi, :n_keys], gr.swapaxes(-1, -2), out=scratch(e.shape))   # r dA^T
+                if dv is not None:
+                    used = e if keep is None else xp.multiply(e, keep, out=scratch(e.shape, 4))
+                    into(dv, lo, hi, n_keys, used, gr, scratch)
+                if keep is not None:
+                    ds *= keep
+                ds -= rowdot[:, None, :]
+                ds *= e                                                    # d scores, keys by queries
+                if self.dead is not None:
+                    dead = self._per_unit(self.dead, lo, hi, hkv, slice(p0, p1))   # (., P)
+                    ds.reshape(*ds.shape[:2], copies, p1 - p0)[...] *= ~dead[:, None, None, :]
+                if dq is not None:
+                    xp.matmul(ds.swapaxes(-1, -2), self.k[lo:hi, :n_keys], out=dq[lo:hi, r0:r1])
+                if dk is not None:
+                    into(dk, lo, hi, n_keys, ds, self.qs[lo:hi, r0:r1], scratch)
 
-        parallel_units(n, rep * t * s, CHUNK_ELEMENTS, work, xp, att.dtype)
+        parallel_units(n, _live_scores(segs), CHUNK_ELEMENTS, work, xp, gg.dtype)
         if dq is not None:
             dq *= xp.asarray(self.scale, dtype=dq.dtype)
-        if dk is not None:
-            dk *= xp.asarray(1.0 / _LOG2E, dtype=dk.dtype)                  # qs carried log2(e)
         wrap = lambda a, shape: None if a is None else Tensor._wrap(a.reshape(shape))  # noqa: E731
         return wrap(dq, q.shape), wrap(dk, k.shape), wrap(dv, v.shape)
 
