@@ -91,6 +91,18 @@ def _causal(t):
 _PAD_MASKED = np.array([[False, False, True], [True, True, True]])[:, None, None, :].repeat(3, axis=2)
 
 
+def _torch_packed_attention(qkv, n_heads, masked, scale=None):
+    """Split the (B, T, 3 H D) projection into heads, written-out attention, heads merged back.
+    scale: the score scale instead of 1/sqrt(D) (q is rescaled for _torch_attention's 1/sqrt(D))."""
+    b, t, w = qkv.shape
+    d = w // (3 * n_heads)
+    q, k, v = (qkv[..., i * n_heads * d:(i + 1) * n_heads * d].reshape(b, t, n_heads, d).transpose(1, 2)
+               for i in range(3))
+    if scale is not None:
+        q = q * (scale * d ** 0.5)
+    return _torch_attention(q, k, v, masked).transpose(1, 2).reshape(b, t, n_heads * d)
+
+
 def _torch_attention(q, k, v, masked):
     """Written-out attention in torch: repeat kv heads, scores, mask, softmax, weighted sum."""
     import torch
@@ -204,6 +216,12 @@ SPECS: list[OpSpec] = [
     OpSpec("attention_padding", lambda q, k, v: F.attention(q, k, v, _PAD_MASKED),
            lambda q, k, v: _torch_attention(q, k, v, _PAD_MASKED), [(2, 2, 3, 4), (2, 2, 3, 4), (2, 2, 3, 4)],
            (AT.Attention,), twice=False, kind="other"),
+    OpSpec("packed_attention_causal", lambda qkv: F.packed_attention(qkv, 2, _causal(5)),
+           lambda qkv: _torch_packed_attention(qkv, 2, _causal(5)), [(2, 5, 3 * 2 * 4)],
+           (AT.PackedAttention,), twice=False, kind="other"),
+    OpSpec("packed_attention_padding_prescaled", lambda qkv: F.packed_attention(qkv, 2, _PAD_MASKED, scale=1.0),
+           lambda qkv: _torch_packed_attention(qkv, 2, _PAD_MASKED, scale=1.0), [(2, 3, 3 * 2 * 4)],
+           (AT.PackedAttention,), twice=False, kind="other"),
     OpSpec("matmul_vec", lambda a, b: a @ b, lambda a, b: a @ b, [(4,), (2, 4, 3)], (MM.MatMul,), kind="other"),
     # ---- nn
     OpSpec("softmax", lambda a: F.softmax(a, axis=-1), lambda a: a.softmax(dim=-1), [(3, 5)], (NN.Softmax,),
@@ -240,6 +258,11 @@ SPECS: list[OpSpec] = [
 DROPOUT = OpSpec("dropout", lambda a: (tg.manual_seed(0), F.dropout(a, 0.3))[1], None, [(20, 10)], (NN.Dropout,),
                  kind="other")
 
+PACKED_ATTENTION_DROPOUT = OpSpec(
+    "packed_attention_dropout",
+    lambda qkv: (tg.manual_seed(0), F.packed_attention(qkv, 2, _causal(3), dropout_p=0.25))[1],
+    None, [(1, 3, 3 * 2 * 4)], (AT.PackedAttention,), twice=False, kind="other")
+
 ATTENTION_DROPOUT = OpSpec("attention_dropout",
                            lambda q, k, v: (tg.manual_seed(0), F.attention(q, k, v, _causal(3), dropout_p=0.25))[1],
                            None, [(1, 2, 3, 4), (1, 2, 3, 4), (1, 2, 3, 4)], (AT.Attention,), twice=False, kind="other")
@@ -247,7 +270,7 @@ ATTENTION_DROPOUT = OpSpec("attention_dropout",
 # Not differentiable or tested elsewhere: ToDevice (tests/test_cuda.py).
 UNCOVERED_BY_DESIGN = {"ToDevice"}
 
-BY_NAME = {s.name: s for s in SPECS + [DROPOUT, ATTENTION_DROPOUT]}
+BY_NAME = {s.name: s for s in SPECS + [DROPOUT, ATTENTION_DROPOUT, PACKED_ATTENTION_DROPOUT]}
 
 
 def make_inputs(spec: OpSpec, seed: int = 0, dtype=np.float64, shapes=None) -> list:

@@ -305,3 +305,46 @@ def test_row_blocks_dropout_matches_torch_with_the_same_keep_mask(row_blocks):
         theirs = bb.detach().numpy() if what == "output" else bb.grad.numpy()
         ours = a.numpy() if what == "output" else a.grad.numpy()
         np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-10, err_msg=what)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("masks", ["causal", "causal_padding"])
+def test_packed_attention_row_blocks_match_torch(masks, threads, row_blocks):
+    """packed_attention reads the heads in place from (B, T, 3 H D): in chunks that cross batch rows,
+    over row blocks, on two threads, it must equal torch on the split heads in float64."""
+    b, h, t, d = 3, 2, 9, 4
+    masked = _causal_masked(t, t) if masks == "causal" else _causal_masked(t, t, pad_left=(0, 3, 0), pad_right=(0, 0, 4))
+    rng = np.random.default_rng(10)
+    qkv = rng.standard_normal((b, t, 3 * h * d))
+    upstream = rng.standard_normal((b, t, h * d))
+    got = _run(lambda z: F.packed_attention(z, h, masked), [qkv], upstream, threads)
+    z = torch.tensor(qkv, requires_grad=True)
+    q, k, v = (z[..., i * h * d:(i + 1) * h * d].reshape(b, t, h, d).transpose(1, 2) for i in range(3))
+    out = _torch_attention(q, k, v, masked).transpose(1, 2).reshape(b, t, h * d)
+    out.backward(torch.from_numpy(upstream))
+    np.testing.assert_allclose(got[0], out.detach().numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(got[1], z.grad.numpy(), rtol=1e-10, atol=1e-10)
+
+
+def _op_names(t):
+    seen, stack, names = set(), [t], set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen or node._ctx is None:
+            continue
+        seen.add(id(node))
+        names.add(type(node._ctx).__name__)
+        stack.extend(node._ctx.parents)
+    return names
+
+
+def test_the_gpt_config_takes_the_packed_path_and_llama_does_not():
+    from tinygrad_reason.nn import Transformer, TransformerConfig
+    ids = np.arange(12).reshape(2, 6) % 11
+    gpt = Transformer(TransformerConfig(vocab_size=11, context_length=8, d_model=16, n_layers=1, n_heads=2,
+                                        positions="learned", norm="layernorm", mlp="gelu", bias=True))
+    llama = Transformer(TransformerConfig(vocab_size=11, context_length=8, d_model=16, n_layers=1, n_heads=4,
+                                          n_kv_heads=2, positions="rope", norm="rmsnorm", mlp="swiglu"))
+    gpt_ops, llama_ops = _op_names(gpt.loss(ids, ids)), _op_names(llama.loss(ids, ids))
+    assert "PackedAttention" in gpt_ops and "Attention" not in gpt_ops
+    assert "Attention" in llama_ops and "PackedAttention" not in llama_ops

@@ -4,6 +4,12 @@ Projections to q, k, v heads, RoPE / QK-norm when configured, then the fused att
 (ops/attention.py: scores = q k^T / sqrt(d), causal and padding mask, softmax, weighted sum of
 v, forward and backward written out side by side), then the output projection. With
 n_kv_heads < n_heads, each key/value head serves n_heads / n_kv_heads query heads.
+
+The classic GPT (no RoPE, no QK-norm, one key/value head per query head) without a cache takes
+a shorter road: q, k and v come from one product with the concatenated weights, and
+packed_attention reads the heads where they lie and writes the layout o_proj reads. In the
+small GPT's training step that saved 3-4% (A/B in one process: 2382 -> 2280 ms on 2 threads,
+3131 -> 3030 ms on 1). The parameters stay q_proj / k_proj / v_proj, as in checkpoints and HF.
 """
 from __future__ import annotations
 
@@ -12,7 +18,9 @@ import math
 import numpy as np
 
 from .. import backend
-from ..ops.attention import attention
+from ..ops.attention import attention, packed_attention
+from ..ops.movement import concatenate
+from ..ops.matmul import linear
 from ..ops.rope import rope
 from ..tensor import Tensor
 from .layers import Dropout, Linear, RMSNorm
@@ -66,6 +74,13 @@ class CausalSelfAttention(Module):
         pad_mask: (B, S) boolean, True for real tokens, over all key positions S = start + T."""
         b, t, _ = x.shape
         h, hkv, hd = self.n_heads, self.n_kv_heads, self.head_dim
+        scale = 1.0 / math.sqrt(hd)
+        p = self.attn_dropout.p if self.training else 0.0
+        if self.q_norm is None and rope_tables is None and cache is None and h == hkv:
+            # the classic GPT's path: one GEMM for q, k and v, whose heads packed_attention reads in
+            # place and whose output is already the layout o_proj reads (no head transposes or copies)
+            out = packed_attention(self._qkv(x, scale), h, self._mask(x, t, t, 0, pad_mask), 1.0, p)
+            return self.resid_dropout(self.o_proj(out))
         q = self.q_proj(x).reshape(b, t, h, hd).transpose(1, 2)       # (B, H, T, hd)
         k = self.k_proj(x).reshape(b, t, hkv, hd).transpose(1, 2)     # (B, Hkv, T, hd)
         v = self.v_proj(x).reshape(b, t, hkv, hd).transpose(1, 2)
@@ -76,12 +91,25 @@ class CausalSelfAttention(Module):
             q, k = rope(q, cos, sin), rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(layer, k, v, start)
-        s = k.shape[2]
+        out = attention(q, k, v, self._mask(x, t, k.shape[2], start, pad_mask), scale, p)   # (B, H, T, hd)
+        out = out.transpose(1, 2).reshape(b, t, h * hd)
+        return self.resid_dropout(self.o_proj(out))
+
+    def _qkv(self, x, scale: float):
+        """x @ [scale Wq; Wk; Wv]^T (+ the biases, q's scaled too): q, k and v in one product, the
+        scale riding on q's weights (a d x d multiply instead of one over every q). The weights are
+        concatenated on each call (a copy of 3 d^2 numbers, small beside the product's T d^2)."""
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        weight = concatenate([self.q_proj.weight * scale, self.k_proj.weight, self.v_proj.weight], axis=0)
+        bias = None
+        if self.q_proj.bias is not None:
+            bias = concatenate([self.q_proj.bias * scale] + [m.bias for m in projections[1:]], axis=0)
+        return linear(x, weight, bias)
+
+    @staticmethod
+    def _mask(x, t: int, s: int, start: int, pad_mask):
         masked = causal_mask(t, s, start, x.xp)[None, None]              # (1, 1, T, S)
         if pad_mask is not None:
             keep = pad_mask.data if isinstance(pad_mask, Tensor) else x.xp.asarray(pad_mask)
             masked = masked | ~keep.astype(bool)[:, None, None, :]
-        p = self.attn_dropout.p if self.training else 0.0
-        out = attention(q, k, v, masked, 1.0 / math.sqrt(hd), p)          # (B, H, T, hd)
-        out = out.transpose(1, 2).reshape(b, t, h * hd)
-        return self.resid_dropout(self.o_proj(out))
+        return masked

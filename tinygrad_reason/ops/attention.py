@@ -99,7 +99,45 @@ class Attention(Function):
             raise ValueError(f"attention: q {q.shape}, k {k.shape}, v {v.shape} do not fit "
                              "(B, H, T, D) and (B, Hkv, S, D) with Hkv dividing H")
         hkv, s = k.shape[1], k.shape[2]
-        rep, n = h // hkv, b * hkv
+        n = b * hkv
+        self._prepare(masked, b, h, hkv, t, s, d, q.dtype, dropout_p, xp)
+        qs = _units(q * xp.asarray(scale, dtype=q.dtype), n)              # (N, rep*T, D)
+        kc, vc = _units(k, n, is_grad_enabled()), _units(v, n, is_grad_enabled())   # (N, S, D)
+        out = xp.empty((n, h // hkv * t, d), dtype=q.dtype)
+
+        def work(lo, hi, scratch):
+            self._forward_units(lo, hi, qs[lo:hi], kc[lo:hi], vc[lo:hi], out[lo:hi], scratch)
+
+        parallel_units(n, _live_scores(self.segs), CHUNK_ELEMENTS, work, xp, q.dtype)
+        self.qs, self.k, self.v, self.out, self.scale = qs, kc, vc, out, scale
+        return out.reshape(b, h, t, d)
+
+    def backward(self, g):
+        q, k, v = self.parents
+        xp = g.xp
+        b, h, t, d, hkv, s = self.shape
+        n = b * hkv
+        gg = _units(g.data, n)                                             # (N, rep*T, D)
+        # with several blocks, dk and dv sum one product per block (keys no block uses stay 0)
+        alloc = xp.empty_like if len(self.segs) == 1 else xp.zeros_like
+        dq = xp.empty_like(self.qs) if q.requires_grad else None
+        dk = alloc(self.k) if k.requires_grad else None
+        dv = alloc(self.v) if v.requires_grad else None
+        part = lambda a, lo, hi: None if a is None else a[lo:hi]  # noqa: E731
+
+        def work(lo, hi, scratch):
+            self._backward_units(lo, hi, self.qs[lo:hi], self.k[lo:hi], self.v[lo:hi], self.out[lo:hi], gg[lo:hi],
+                                 part(dq, lo, hi), part(dk, lo, hi), part(dv, lo, hi), scratch)
+
+        parallel_units(n, _live_scores(self.segs), CHUNK_ELEMENTS, work, xp, gg.dtype)
+        if dq is not None:
+            dq *= xp.asarray(self.scale, dtype=dq.dtype)
+        wrap = lambda a, shape: None if a is None else Tensor._wrap(a.reshape(shape))  # noqa: E731
+        return wrap(dq, q.shape), wrap(dk, k.shape), wrap(dv, v.shape)
+
+    # ------------------------------------------------------------ shared by Attention and PackedAttention
+    def _prepare(self, masked, b, h, hkv, t, s, d, dtype, dropout_p, xp):
+        """The mask's bias and dead rows, the score blocks, and the arrays the units fill."""
         self.bias_t = self.dead = None
         if masked is not None:
             masked = xp.asarray(masked)
@@ -107,112 +145,157 @@ class Attention(Function):
                     or masked.shape[-2:] != (t, s):
                 raise ValueError(f"attention: mask shape {masked.shape} must be (B or 1, 1, {t}, {s})")
             # the bias, keys by queries like the scores: (Bm, S, T)
-            self.bias_t = masked[:, 0].swapaxes(-1, -2) * xp.asarray(xp.finfo(q.dtype).min / 2, dtype=q.dtype)
+            self.bias_t = masked[:, 0].swapaxes(-1, -2) * xp.asarray(xp.finfo(dtype).min / 2, dtype=dtype)
             # masked scores are constants: att = 0 drops their gradient, except in a row with every
             # key masked (uniform weights), so those rows are remembered and zeroed in backward
             dead = masked[:, 0].all(axis=-1)                                          # (Bm, T)
             self.dead = dead if bool(dead.any()) else None
-        segs = self.segs = _segments(masked, t, s, rep, xp)
-        qs = _units(q * xp.asarray(scale, dtype=q.dtype), n)              # (N, rep*T, D)
-        kc, vc = _units(k, n, is_grad_enabled()), _units(v, n, is_grad_enabled())   # (N, S, D)
-        exps = [xp.empty((n, n_keys, r1 - r0), dtype=q.dtype) for r0, r1, _, _, _, _, n_keys in segs]
-        inv_sums = xp.empty((n, rep * t), dtype=q.dtype)
-        out = xp.empty((n, rep * t, d), dtype=q.dtype)
-        ones = xp.ones(s, dtype=q.dtype)
-        keeps = None
+        rep, n = h // hkv, b * hkv
+        self.segs = _segments(masked, t, s, rep, xp)
+        self.exps = [xp.empty((n, n_keys, r1 - r0), dtype=dtype) for r0, r1, _, _, _, _, n_keys in self.segs]
+        self.inv_sums = xp.empty((n, rep * t), dtype=dtype)
+        self.ones = xp.ones(max(s, d), dtype=dtype)
+        self.keeps = None
         if dropout_p > 0.0:
-            gen = backend.generator(backend.device_of(q))
-            draw = (lambda shape: gen.random(shape, dtype=q.dtype)) if xp is np else \
-                (lambda shape: gen.random_sample(shape, dtype=q.dtype))
-            keeps = [(draw(e.shape) >= dropout_p).astype(q.dtype) * (1.0 / (1.0 - dropout_p)) for e in exps]
+            gen = backend.generator("cpu" if xp is np else "cuda")
+            draw = (lambda shape: gen.random(shape, dtype=dtype)) if xp is np else \
+                (lambda shape: gen.random_sample(shape, dtype=dtype))
+            self.keeps = [(draw(e.shape) >= dropout_p).astype(dtype) * (1.0 / (1.0 - dropout_p)) for e in self.exps]
+        self.shape, self.hkv = (b, h, t, d, hkv, s), hkv
 
-        def work(lo, hi, scratch):
-            for i, (r0, r1, p0, p1, copies, first, n_keys) in enumerate(segs):
-                e = exps[i][lo:hi]                                         # (u, L, P): keys by queries
-                xp.matmul(kc[lo:hi, :n_keys], qs[lo:hi, r0:r1].swapaxes(-1, -2), out=e)
-                if first < n_keys:
-                    self._add_bias(e[:, first:], lo, hi, p0, p1, copies, first, n_keys, hkv)
-                e -= e.max(axis=1, keepdims=True)
-                xp.exp(e, out=e)
-                inv = inv_sums[lo:hi, r0:r1]
-                xp.matmul(ones[:n_keys], e, out=inv)                        # sums over keys
-                xp.reciprocal(inv, out=inv)
-                used = e if keeps is None else xp.multiply(e, keeps[i][lo:hi], out=scratch(e.shape))
-                o = out[lo:hi, r0:r1]
-                xp.matmul(used.swapaxes(-1, -2), vc[lo:hi, :n_keys], out=o)
-                o *= inv[..., None]
+    def _forward_units(self, lo, hi, q, k, v, out, scratch):
+        """Units [lo, hi): q (u, rep*T, D) already scaled, k and v (u, S, D), out (u, rep*T, D); any strides
+        with unit steps along D."""
+        xp = backend.get_array_module(q)
+        for i, (r0, r1, p0, p1, copies, first, n_keys) in enumerate(self.segs):
+            e = self.exps[i][lo:hi]                                        # (u, L, P): keys by queries
+            xp.matmul(k[:, :n_keys], q[:, r0:r1].swapaxes(-1, -2), out=e)
+            if first < n_keys:
+                self._add_bias(e[:, first:], lo, hi, p0, p1, copies, first, n_keys)
+            e -= e.max(axis=1, keepdims=True)
+            xp.exp(e, out=e)
+            inv = self.inv_sums[lo:hi, r0:r1]
+            xp.matmul(self.ones[:n_keys], e, out=inv)                       # sums over keys
+            xp.reciprocal(inv, out=inv)
+            used = e if self.keeps is None else xp.multiply(e, self.keeps[i][lo:hi], out=scratch(e.shape))
+            o = out[:, r0:r1]
+            xp.matmul(used.swapaxes(-1, -2), v[:, :n_keys], out=o)
+            o *= inv[..., None]
 
-        parallel_units(n, _live_scores(segs), CHUNK_ELEMENTS, work, xp, q.dtype)
-        self.exps, self.keeps, self.inv_sums = exps, keeps, inv_sums
-        self.qs, self.k, self.v, self.out = qs, kc, vc, out
-        self.shape, self.scale = (b, h, t, d, hkv, s, rep), scale
-        return out.reshape(b, h, t, d)
+    def _backward_units(self, lo, hi, q, k, v, out, g, dq, dk, dv, scratch):
+        """Gradients of units [lo, hi) into dq, dk, dv (views like q, k, v; None when not wanted)."""
+        xp = backend.get_array_module(g)
+        d = q.shape[-1]
+        one_block = len(self.segs) == 1
 
-    def _per_unit(self, a, lo, hi, hkv, *index):
+        def into(dst, n_keys, a, b_):                            # dst[:, :n_keys] (+)= a @ b_
+            if one_block:
+                xp.matmul(a, b_, out=dst)
+            else:
+                dst[:, :n_keys] += xp.matmul(a, b_, out=scratch((hi - lo, n_keys, d), 3))
+
+        for i, (r0, r1, p0, p1, copies, first, n_keys) in enumerate(self.segs):
+            e = self.exps[i][lo:hi]                                        # (u, L, P) unnormalized
+            keep = None if self.keeps is None else self.keeps[i][lo:hi]
+            # r folded into dO: gr = r dO, and r (dO . O) = gr . O
+            gr = xp.multiply(g[:, r0:r1], self.inv_sums[lo:hi, r0:r1, None], out=scratch((hi - lo, r1 - r0, d), 1))
+            prod = xp.multiply(gr, out[:, r0:r1], out=scratch(gr.shape, 2))
+            rowdot = xp.matmul(prod, self.ones[:d])                        # (u, P)
+            ds = xp.matmul(v[:, :n_keys], gr.swapaxes(-1, -2), out=scratch(e.shape))   # r dA^T
+            if dv is not None:
+                into(dv, n_keys, e if keep is None else xp.multiply(e, keep, out=scratch(e.shape, 4)), gr)
+            if keep is not None:
+                ds *= keep
+            ds -= rowdot[:, None, :]
+            ds *= e                                                        # d scores, keys by queries
+            if self.dead is not None:
+                dead = self._per_unit(self.dead, lo, hi, slice(p0, p1))    # (., P)
+                ds.reshape(*ds.shape[:2], copies, p1 - p0)[...] *= ~dead[:, None, None, :]
+            if dq is not None:
+                xp.matmul(ds.swapaxes(-1, -2), k[:, :n_keys], out=dq[:, r0:r1])
+            if dk is not None:
+                into(dk, n_keys, ds, q[:, r0:r1])
+
+    def _per_unit(self, a, lo, hi, *index):
         """A mask-shaped array (Bm, ...) indexed for units [lo, hi): Bm = 1 broadcasts to every unit."""
         if a.shape[0] == 1:
             return a[(slice(None), *index)]
         xp = backend.get_array_module(a)
-        return a[(xp.arange(lo, hi) // hkv, *index)]
+        return a[(xp.arange(lo, hi) // self.hkv, *index)]
 
-    def _add_bias(self, e, lo, hi, p0, p1, copies, first, n_keys, hkv):
+    def _add_bias(self, e, lo, hi, p0, p1, copies, first, n_keys):
         """e (u, keys first:n_keys, copies * P) += the mask bias of the units' batch rows."""
-        bias = self._per_unit(self.bias_t, lo, hi, hkv, slice(first, n_keys), slice(p0, p1))   # (., L', P)
+        bias = self._per_unit(self.bias_t, lo, hi, slice(first, n_keys), slice(p0, p1))   # (., L', P)
         if copies == 1:
             e += bias
         else:              # e's last axis is contiguous: splitting it into (copies, P) is a view
             e.reshape(*e.shape[:2], copies, p1 - p0)[...] += bias[:, :, None]
 
-    def backward(self, g):
-        q, k, v = self.parents
-        xp = g.xp
-        b, h, t, d, hkv, s, rep = self.shape
-        n = b * hkv
-        gg = _units(g.data, n)                                             # (N, rep*T, D)
-        segs, exps, keeps, inv_sums = self.segs, self.exps, self.keeps, self.inv_sums
-        one_block = len(segs) == 1
-        # with several blocks, dk and dv sum one product per block (keys no block uses stay 0)
-        alloc = xp.empty_like if one_block else xp.zeros_like
-        dq = xp.empty_like(self.qs) if q.requires_grad else None
-        dk = alloc(self.k) if k.requires_grad else None
-        dv = alloc(self.v) if v.requires_grad else None
-        ones_d = xp.ones(d, dtype=gg.dtype)
 
-        def into(dst, lo, hi, n_keys, a, b_, scratch):       # dst[lo:hi, :n_keys] (+)= a @ b_
-            if one_block:
-                xp.matmul(a, b_, out=dst[lo:hi])
-            else:
-                dst[lo:hi, :n_keys] += xp.matmul(a, b_, out=scratch((hi - lo, n_keys, d), 3))
+def _pieces(lo: int, hi: int, per_row: int):
+    """Units [lo, hi) cut at batch-row boundaries: (lo, hi, row, first head, end head) each."""
+    while lo < hi:
+        row = lo // per_row
+        end = min(hi, (row + 1) * per_row)
+        yield lo, end, row, lo - row * per_row, end - row * per_row
+        lo = end
+
+
+class PackedAttention(Attention):
+    """Attention on the packed projection of all heads: qkv (B, T, 3 H D) holds q | k | v, each
+    (B, T, H, D) in torch's head layout, and the output is (B, T, H D), the layout the output
+    projection reads. Per head, q, k, v and the output are strided views of those arrays (each
+    row D contiguous numbers), so no head transpose or copy is made in either direction, and the
+    gradient is one (B, T, 3 H D) array. One key/value head per query head (H == Hkv).
+    q is multiplied by `scale` first unless it is 1 (the model folds it into q's weights).
+    """
+
+    def forward(self, qkv, masked, n_heads, scale, dropout_p):
+        xp = backend.get_array_module(qkv)
+        if qkv.ndim != 3 or n_heads < 1 or qkv.shape[-1] % (3 * n_heads):
+            raise ValueError(f"packed_attention: qkv shape {qkv.shape} is not (B, T, 3 * {n_heads} * head_dim)")
+        b, t, width = qkv.shape
+        h, d = n_heads, width // (3 * n_heads)
+        self._prepare(masked, b, h, h, t, t, d, qkv.dtype, dropout_p, xp)
+        q, k, v = _heads(qkv, h, d)
+        if scale != 1.0:
+            q = q * xp.asarray(scale, dtype=qkv.dtype)
+        out = xp.empty((b, t, h, d), dtype=qkv.dtype)
+        o = out.transpose(0, 2, 1, 3)                                      # (B, H, T, D) view
 
         def work(lo, hi, scratch):
-            for i, (r0, r1, p0, p1, copies, first, n_keys) in enumerate(segs):
-                e = exps[i][lo:hi]                                         # (u, L, P) unnormalized
-                keep = None if keeps is None else keeps[i][lo:hi]
-                # r folded into dO: gr = r dO, and r (dO . O) = gr . O
-                gr = xp.multiply(gg[lo:hi, r0:r1], inv_sums[lo:hi, r0:r1, None], out=scratch((hi - lo, r1 - r0, d), 1))
-                prod = xp.multiply(gr, self.out[lo:hi, r0:r1], out=scratch(gr.shape, 2))
-                rowdot = xp.matmul(prod, ones_d)                           # (u, P)
-                ds = xp.matmul(self.v[lo:hi, :n_keys], gr.swapaxes(-1, -2), out=scratch(e.shape))   # r dA^T
-                if dv is not None:
-                    used = e if keep is None else xp.multiply(e, keep, out=scratch(e.shape, 4))
-                    into(dv, lo, hi, n_keys, used, gr, scratch)
-                if keep is not None:
-                    ds *= keep
-                ds -= rowdot[:, None, :]
-                ds *= e                                                    # d scores, keys by queries
-                if self.dead is not None:
-                    dead = self._per_unit(self.dead, lo, hi, hkv, slice(p0, p1))   # (., P)
-                    ds.reshape(*ds.shape[:2], copies, p1 - p0)[...] *= ~dead[:, None, None, :]
-                if dq is not None:
-                    xp.matmul(ds.swapaxes(-1, -2), self.k[lo:hi, :n_keys], out=dq[lo:hi, r0:r1])
-                if dk is not None:
-                    into(dk, lo, hi, n_keys, ds, self.qs[lo:hi, r0:r1], scratch)
+            for a, z, row, h0, h1 in _pieces(lo, hi, h):
+                self._forward_units(a, z, q[row, h0:h1], k[row, h0:h1], v[row, h0:h1], o[row, h0:h1], scratch)
 
-        parallel_units(n, _live_scores(segs), CHUNK_ELEMENTS, work, xp, gg.dtype)
-        if dq is not None:
+        parallel_units(b * h, _live_scores(self.segs), CHUNK_ELEMENTS, work, xp, qkv.dtype)
+        self.q, self.o, self.scale = q, o, scale
+        return out.reshape(b, t, h * d)
+
+    def backward(self, g):
+        xp = g.xp
+        b, h, t, d, _, _ = self.shape
+        _, k, v = _heads(self.parents[0].data, h, d)
+        gh = g.data.reshape(b, t, h, d).transpose(0, 2, 1, 3)
+        dqkv = xp.empty((b, t, 3 * h * d), dtype=g.dtype)
+        if len(self.segs) > 1:
+            dqkv[..., h * d:] = 0.0                 # dk, dv sum one product per block
+        dq, dk, dv = _heads(dqkv, h, d)
+
+        def work(lo, hi, scratch):
+            for a, z, row, h0, h1 in _pieces(lo, hi, h):
+                self._backward_units(a, z, self.q[row, h0:h1], k[row, h0:h1], v[row, h0:h1], self.o[row, h0:h1],
+                                     gh[row, h0:h1], dq[row, h0:h1], dk[row, h0:h1], dv[row, h0:h1], scratch)
+
+        parallel_units(b * h, _live_scores(self.segs), CHUNK_ELEMENTS, work, xp, g.dtype)
+        if self.scale != 1.0:
             dq *= xp.asarray(self.scale, dtype=dq.dtype)
-        wrap = lambda a, shape: None if a is None else Tensor._wrap(a.reshape(shape))  # noqa: E731
-        return wrap(dq, q.shape), wrap(dk, k.shape), wrap(dv, v.shape)
+        return Tensor._wrap(dqkv)
+
+
+def _heads(qkv, h: int, d: int):
+    """q, k, v of a packed (B, T, 3 H D) array as (B, H, T, D) views."""
+    b, t, _ = qkv.shape
+    return [qkv[..., i * h * d:(i + 1) * h * d].reshape(b, t, h, d).transpose(0, 2, 1, 3) for i in range(3)]
 
 
 def attention(q, k, v, masked=None, scale: float | None = None, dropout_p: float = 0.0):
@@ -226,3 +309,17 @@ def attention(q, k, v, masked=None, scale: float | None = None, dropout_p: float
         raise ValueError(f"attention: dropout_p must be in [0, 1), got {dropout_p}")
     masked = masked.data if isinstance(masked, Tensor) else masked
     return Attention.apply(q, k, v, masked=masked, scale=scale, dropout_p=dropout_p)
+
+
+def packed_attention(qkv, n_heads: int, masked=None, scale: float | None = None, dropout_p: float = 0.0):
+    """Attention over qkv (B, T, 3 H D) = [q | k | v] (torch's head layout in each third); returns
+    (B, T, H D). The same result as splitting the heads out and calling `attention`, without the
+    copies. scale defaults to 1/sqrt(D); pass 1.0 when q's projection already carries it."""
+    if n_heads < 1 or qkv.ndim != 3 or qkv.shape[-1] % (3 * n_heads):
+        raise ValueError(f"packed_attention: qkv shape {qkv.shape} is not (B, T, 3 * {n_heads} * head_dim)")
+    if scale is None:
+        scale = 1.0 / float(np.sqrt(qkv.shape[-1] // (3 * n_heads)))
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"packed_attention: dropout_p must be in [0, 1), got {dropout_p}")
+    masked = masked.data if isinstance(masked, Tensor) else masked
+    return PackedAttention.apply(qkv, masked=masked, n_heads=n_heads, scale=scale, dropout_p=dropout_p)
