@@ -108,6 +108,8 @@ class CausalSelfAttention(Module):
 
     @staticmethod
     def _mask(x, t: int, s: int, start: int, pad_mask):
+        if pad_mask is None and t == 1:
+            return None          # one query at the newest position sees every key: no mask to apply
         masked = causal_mask(t, s, start, x.xp)[None, None]              # (1, 1, T, S)
         if pad_mask is not None:
             keep = pad_mask.data if isinstance(pad_mask, Tensor) else x.xp.asarray(pad_mask)
