@@ -398,3 +398,32 @@ def test_gradcheck_refuses_float32():
 def test_gradcheck_needs_an_input_requiring_grad():
     with pytest.raises(ValueError, match="^gradcheck: no input requires grad"):
         tg.gradcheck(lambda a: a * 2.0, [t(3)])
+
+
+def test_attention_without_keys_is_a_clear_error():
+    q = Tensor(np.zeros((2, 2, 3, 4), np.float32))
+    no_keys = Tensor(np.zeros((2, 2, 0, 4), np.float32))
+    with pytest.raises(ValueError, match=r"attention: 3 queries but no keys \(S = 0\)"):
+        F.attention(q, no_keys, no_keys)
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 25), (2, 5)])
+def test_packed_attention_bad_width_names_the_shape(shape):
+    with pytest.raises(ValueError, match=re.escape(f"packed_attention: qkv shape {shape}")):
+        F.packed_attention(Tensor(np.zeros(shape, np.float32)), 2)
+
+
+def test_packed_attention_mask_shape_is_checked():
+    with pytest.raises(ValueError, match=r"mask shape \(1, 1, 4, 4\) must be \(B or 1, 1, 5, 5\)"):
+        F.packed_attention(Tensor(np.zeros((2, 5, 24), np.float32)), 2, np.zeros((1, 1, 4, 4), bool))
+
+
+def test_attention_with_no_queries_gives_empty_output_and_zero_gradients():
+    qkv = Tensor(np.zeros((2, 0, 24), np.float32), requires_grad=True)
+    out = F.packed_attention(qkv, 2)
+    out.sum().backward()
+    assert out.shape == (2, 0, 8) and qkv.grad.shape == (2, 0, 24)
+    q = Tensor(np.zeros((2, 2, 0, 4), np.float32), requires_grad=True)
+    k = Tensor(np.ones((2, 2, 3, 4), np.float32), requires_grad=True)
+    F.attention(q, k, k).sum().backward()
+    np.testing.assert_array_equal(k.grad.numpy(), 0.0)

@@ -138,6 +138,8 @@ class Attention(Function):
     # ------------------------------------------------------------ shared by Attention and PackedAttention
     def _prepare(self, masked, b, h, hkv, t, s, d, dtype, dropout_p, xp):
         """The mask's bias and dead rows, the score blocks, and the arrays the units fill."""
+        if s == 0 and t > 0:
+            raise ValueError(f"attention: {t} queries but no keys (S = 0) to attend to")
         self.bias_t = self.dead = None
         if masked is not None:
             masked = xp.asarray(masked)
@@ -169,6 +171,8 @@ class Attention(Function):
         xp = backend.get_array_module(q)
         for i, (r0, r1, p0, p1, copies, first, n_keys) in enumerate(self.segs):
             e = self.exps[i][lo:hi]                                        # (u, L, P): keys by queries
+            if not e.size:
+                continue                                                   # no queries (T = 0): nothing to write
             xp.matmul(k[:, :n_keys], q[:, r0:r1].swapaxes(-1, -2), out=e)
             if first < n_keys:
                 self._add_bias(e[:, first:], lo, hi, p0, p1, copies, first, n_keys)
