@@ -100,7 +100,7 @@ class Attention(Function):
                              "(B, H, T, D) and (B, Hkv, S, D) with Hkv dividing H")
         hkv, s = k.shape[1], k.shape[2]
         n = b * hkv
-        self._prepare(masked, b, h, hkv, t, s, d, q.dtype, dropout_p, xp)
+        self._prepare(q, masked, b, h, hkv, t, s, d, dropout_p)
         qs = _units(q * xp.asarray(scale, dtype=q.dtype), n)              # (N, rep*T, D)
         kc, vc = _units(k, n, is_grad_enabled()), _units(v, n, is_grad_enabled())   # (N, S, D)
         out = xp.empty((n, h // hkv * t, d), dtype=q.dtype)
@@ -136,8 +136,10 @@ class Attention(Function):
         return wrap(dq, q.shape), wrap(dk, k.shape), wrap(dv, v.shape)
 
     # ------------------------------------------------------------ shared by Attention and PackedAttention
-    def _prepare(self, masked, b, h, hkv, t, s, d, dtype, dropout_p, xp):
-        """The mask's bias and dead rows, the score blocks, and the arrays the units fill."""
+    def _prepare(self, like, masked, b, h, hkv, t, s, d, dropout_p):
+        """The mask's bias and dead rows, the score blocks, and the arrays the units fill (dtype and
+        device of `like`)."""
+        xp, dtype = backend.get_array_module(like), like.dtype
         if s == 0 and t > 0:
             raise ValueError(f"attention: {t} queries but no keys (S = 0) to attend to")
         self.bias_t = self.dead = None
@@ -159,11 +161,11 @@ class Attention(Function):
         self.ones = xp.ones(max(s, d), dtype=dtype)
         self.keeps = None
         if dropout_p > 0.0:
-            gen = backend.generator("cpu" if xp is np else "cuda")
+            gen = backend.generator(backend.device_of(like))
             draw = (lambda shape: gen.random(shape, dtype=dtype)) if xp is np else \
                 (lambda shape: gen.random_sample(shape, dtype=dtype))
             self.keeps = [(draw(e.shape) >= dropout_p).astype(dtype) * (1.0 / (1.0 - dropout_p)) for e in self.exps]
-        self.shape, self.hkv = (b, h, t, d, hkv, s), hkv
+        self.shape = (b, h, t, d, hkv, s)
 
     def _forward_units(self, lo, hi, q, k, v, out, scratch):
         """Units [lo, hi): q (u, rep*T, D) already scaled, k and v (u, S, D), out (u, rep*T, D); any strides
@@ -225,7 +227,7 @@ class Attention(Function):
         if a.shape[0] == 1:
             return a[(slice(None), *index)]
         xp = backend.get_array_module(a)
-        return a[(xp.arange(lo, hi) // self.hkv, *index)]
+        return a[(xp.arange(lo, hi) // self.shape[4], *index)]
 
     def _add_bias(self, e, lo, hi, p0, p1, copies, first, n_keys):
         """e (u, keys first:n_keys, copies * P) += the mask bias of the units' batch rows."""
@@ -260,7 +262,7 @@ class PackedAttention(Attention):
             raise ValueError(f"packed_attention: qkv shape {qkv.shape} is not (B, T, 3 * {n_heads} * head_dim)")
         b, t, width = qkv.shape
         h, d = n_heads, width // (3 * n_heads)
-        self._prepare(masked, b, h, h, t, t, d, qkv.dtype, dropout_p, xp)
+        self._prepare(qkv, masked, b, h, h, t, t, d, dropout_p)
         q, k, v = _heads(qkv, h, d)
         if scale != 1.0:
             q = q * xp.asarray(scale, dtype=qkv.dtype)
@@ -272,13 +274,12 @@ class PackedAttention(Attention):
                 self._forward_units(a, z, q[row, h0:h1], k[row, h0:h1], v[row, h0:h1], o[row, h0:h1], scratch)
 
         parallel_units(b * h, _live_scores(self.segs), CHUNK_ELEMENTS, work, xp, qkv.dtype)
-        self.q, self.o, self.scale = q, o, scale
+        self.q, self.k, self.v, self.o, self.scale = q, k, v, o, scale
         return out.reshape(b, t, h * d)
 
     def backward(self, g):
         xp = g.xp
         b, h, t, d, _, _ = self.shape
-        _, k, v = _heads(self.parents[0].data, h, d)
         gh = g.data.reshape(b, t, h, d).transpose(0, 2, 1, 3)
         dqkv = xp.empty((b, t, 3 * h * d), dtype=g.dtype)
         if len(self.segs) > 1:
@@ -287,7 +288,7 @@ class PackedAttention(Attention):
 
         def work(lo, hi, scratch):
             for a, z, row, h0, h1 in _pieces(lo, hi, h):
-                self._backward_units(a, z, self.q[row, h0:h1], k[row, h0:h1], v[row, h0:h1], self.o[row, h0:h1],
+                self._backward_units(a, z, self.q[row, h0:h1], self.k[row, h0:h1], self.v[row, h0:h1], self.o[row, h0:h1],
                                      gh[row, h0:h1], dq[row, h0:h1], dk[row, h0:h1], dv[row, h0:h1], scratch)
 
         parallel_units(b * h, _live_scores(self.segs), CHUNK_ELEMENTS, work, xp, g.dtype)

@@ -40,8 +40,6 @@ CHUNK = 64 * 1024                 # elements per chunk: 5 float32 buffers of 256
 PARALLEL_MIN = 256 * 1024         # below this the pool's hand-off costs more than it saves
 
 
-
-
 def _run_chunked(chunk_fn, out, ins, n_scratch: int, extra_outs=()) -> None:
     """chunk_fn(*input_chunks, out_chunk, *extra_out_chunks, *scratch_chunks) over contiguous flat
     arrays, in CHUNK-element chunks over our threads (parallel_units). The errstate is set around each
