@@ -11,7 +11,11 @@ cross-entropy, backward, AdamW. Steps alternate ours / torch after warm-up; medi
     python benchmarks/bench_train.py --configs small --gemm-floor --no-memory   # + the BLAS part alone
     python benchmarks/bench_train.py --configs tiny,small --blas mkl           # ours on MKL ([mkl] extra)
 
-Prints one JSON line per config: ms/step for both and the ratio ours/torch, tokens/s, model
+Our side runs its step two ways (--parallel both, the default): "ops", one forward/backward whose ops split
+their work over the threads, and "data", the batch cut into a shard per thread, each shard's forward and
+backward on its own thread (tinygrad_reason/parallel.py); the same gradients up to float rounding.
+
+Prints one JSON line per config: ms/step for both and the ratio ours/torch (and *_data_parallel fields), tokens/s, model
 FLOP/s and its fraction of the float32 matmul peak measured in the same run, and peak memory of
 each side (measured in a child process per side: growth of the peak RSS over the RSS before
 training, the peak being reset through /proc/self/clear_refs; Linux only). With --gemm-floor, the
@@ -40,11 +44,8 @@ def _set_threads(n: int) -> None:
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "1")   # idle OpenBLAS threads otherwise spin
 
 
-def build(name: str, seed: int = 0):
-    """Our model + optimizer, the torch twin with the same weights, and a fixed batch."""
-    import numpy as np
-    import torch
-
+def build_ours(name: str, seed: int = 0):
+    """Our model + optimizer for a config, seeded."""
     import tinygrad_reason as tg
     from tinygrad_reason.nn import Transformer, TransformerConfig
     from tinygrad_reason.optim import AdamW, decay_groups
@@ -55,7 +56,16 @@ def build(name: str, seed: int = 0):
                             n_heads=c["heads"], positions="learned", norm="layernorm", mlp="gelu", bias=True,
                             tie_embeddings=False, init_std=0.02)
     ours = Transformer(cfg)
-    opt = AdamW(decay_groups(ours, 0.1), lr=3e-4, betas=(0.9, 0.95))
+    return cfg, ours, AdamW(decay_groups(ours, 0.1), lr=3e-4, betas=(0.9, 0.95))
+
+
+def build(name: str, seed: int = 0):
+    """Our model + optimizer, the torch twin with the same weights, and a fixed batch."""
+    import numpy as np
+    import torch
+
+    c = CONFIGS[name]
+    cfg, ours, opt = build_ours(name, seed)
     tmodel = TorchGPT(cfg)
     with torch.no_grad():
         for n, p in tmodel.named_parameters():
@@ -136,12 +146,19 @@ def TorchGPT(cfg):
     return GPT()
 
 
-def our_step(model, opt, ids, targets):
+def our_step(model, opt, ids, targets, data_parallel: bool = False):
+    """data_parallel: the batch split over our threads, a shard per thread (tinygrad_reason/parallel.py);
+    otherwise one forward/backward whose ops split their work over the threads."""
     opt.zero_grad()
-    loss = model.loss(ids, targets)
-    loss.backward()
+    if data_parallel:
+        from tinygrad_reason.parallel import data_parallel_backward
+        loss = data_parallel_backward(model.loss, (ids, targets), model.parameters())
+    else:
+        loss = model.loss(ids, targets)
+        loss.backward()
+        loss = loss.item()
     opt.step()
-    return loss.item()
+    return loss
 
 
 def torch_step(model, opt, ids, targets):
@@ -211,6 +228,7 @@ def linear_gemm_floor(cfg, batch: int, repeats: int = 3):
 
 
 def peak_memory(name: str, side: str, threads: int, steps: int = 2) -> float:
+    """side: "ours", "ours_data_parallel" or "torch"."""
     """Peak RSS growth (MiB) over `steps` training steps of one side, in a fresh child process."""
     code = (f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r});"
             f"import bench_train as b; b._set_threads({threads}); print(b._child_memory({name!r}, {side!r}, {steps}))")
@@ -223,7 +241,7 @@ def _child_memory(name: str, side: str, steps: int) -> float:
 
     import torch
     cfg, ours, opt, tmodel, topt, ids, targets = build(name)
-    if side == "ours":
+    if side.startswith("ours"):
         del tmodel, topt
     else:
         del ours, opt
@@ -233,8 +251,8 @@ def _child_memory(name: str, side: str, steps: int) -> float:
     with open("/proc/self/clear_refs", "w") as f:   # reset the peak (VmHWM) to the current RSS
         f.write("5")
     for _ in range(steps):
-        if side == "ours":
-            our_step(ours, opt, ids, targets)
+        if side.startswith("ours"):
+            our_step(ours, opt, ids, targets, data_parallel=side == "ours_data_parallel")
         else:
             torch_step(tmodel, topt, tids, ttargets)
     return _status_mib("VmHWM") - base
@@ -248,27 +266,37 @@ def _status_mib(field: str) -> float:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def run(name: str, threads: int, steps: int, warmup: int, memory: bool, gemm_floor: bool = False) -> dict:
+def run(name: str, threads: int, steps: int, warmup: int, memory: bool, gemm_floor: bool = False,
+        parallel: str = "both") -> dict:
+    """parallel: how our side uses the threads: "ops" (each op splits its work), "data" (a batch shard
+    per thread) or "both" (two models of ours, same weights, timed in turn with torch)."""
     import numpy as np
     import torch
     torch.set_num_threads(threads)
     cfg, ours, opt, tmodel, topt, ids, targets = build(name)
     tids, ttargets = torch.from_numpy(ids), torch.from_numpy(targets)
-    ours_times, torch_times = [], []
+    modes = {"ops": ["ops"], "data": ["data"], "both": ["ops", "data"]}[parallel]
+    if threads == 1:
+        modes = ["ops"]         # one shard: the data-parallel step is the plain one
+    sides = {m: (ours, opt) if m == modes[0] else build_ours(name)[1:] for m in modes}
+    times = {m: [] for m in [*modes, "torch"]}
+    losses = {}
     for i in range(warmup + steps):
+        for m, (model, optimizer) in sides.items():
+            t0 = time.perf_counter()
+            losses[m] = our_step(model, optimizer, ids, targets, data_parallel=m == "data")
+            if i >= warmup:
+                times[m].append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        lo = our_step(ours, opt, ids, targets)
-        t1 = time.perf_counter()
         lt = torch_step(tmodel, topt, tids, ttargets)
-        t2 = time.perf_counter()
         if i >= warmup:
-            ours_times.append(t1 - t0)
-            torch_times.append(t2 - t1)
-    o, t = float(np.median(ours_times)), float(np.median(torch_times))
+            times["torch"].append(time.perf_counter() - t0)
+    t = float(np.median(times["torch"]))
+    o = float(np.median(times[modes[0]]))
     flops = model_flops_per_step(cfg, ids.shape[0])
     peak = matmul_peak()
     result = {
-        "config": name, **CONFIGS[name], "threads": threads, "steps": steps,
+        "config": name, **CONFIGS[name], "threads": threads, "steps": steps, "ours_parallel": modes[0],
         "ours_blas": "mkl" if __import__("tinygrad_reason").mkl_enabled() else "numpy",
         "ours_kernel_threads": __import__("tinygrad_reason").backend.num_threads(),
         "ours_ms": round(o * 1e3, 2), "torch_ms": round(t * 1e3, 2), "ratio": round(o / t, 3),
@@ -278,8 +306,13 @@ def run(name: str, threads: int, steps: int, warmup: int, memory: bool, gemm_flo
         "torch_matmul_peak_gflops": round(peak["torch"] / 1e9, 2),
         "ours_peak_fraction": round(flops / o / peak["numpy"], 3),
         "torch_peak_fraction": round(flops / t / peak["torch"], 3),
-        "final_loss_ours": round(lo, 4), "final_loss_torch": round(lt, 4),
+        "final_loss_ours": round(losses[modes[0]], 4), "final_loss_torch": round(lt, 4),
     }
+    if modes == ["ops", "data"]:
+        d = float(np.median(times["data"]))
+        result.update({"ours_data_parallel_ms": round(d * 1e3, 2), "ratio_data_parallel": round(d / t, 3),
+                       "ours_data_parallel_tokens_per_s": round(ids.size / d),
+                       "final_loss_ours_data_parallel": round(losses["data"], 4)})
     if gemm_floor:
         floor = linear_gemm_floor(cfg, ids.shape[0])
         result["linear_gemms_numpy_ms"] = round(floor["numpy"] * 1e3, 1)
@@ -287,9 +320,14 @@ def run(name: str, threads: int, steps: int, warmup: int, memory: bool, gemm_flo
         result["ours_rest_ms"] = round(o * 1e3 - result["linear_gemms_numpy_ms"], 1)
         result["torch_rest_ms"] = round(t * 1e3 - result["linear_gemms_torch_ms"], 1)
     if memory:
-        result["ours_peak_mib"] = round(peak_memory(name, "ours", threads), 1)
+        first = "ours" if modes[0] == "ops" else "ours_data_parallel"
+        result["ours_peak_mib"] = round(peak_memory(name, first, threads), 1)
         result["torch_peak_mib"] = round(peak_memory(name, "torch", threads), 1)
         result["memory_ratio"] = round(result["ours_peak_mib"] / max(result["torch_peak_mib"], 1e-9), 3)
+        if modes == ["ops", "data"]:
+            result["ours_data_parallel_peak_mib"] = round(peak_memory(name, "ours_data_parallel", threads), 1)
+            result["memory_ratio_data_parallel"] = round(
+                result["ours_data_parallel_peak_mib"] / max(result["torch_peak_mib"], 1e-9), 3)
     return result
 
 
@@ -302,6 +340,9 @@ def main() -> None:
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     ap.add_argument("--blas", choices=["numpy", "mkl"], default="numpy",
                     help="our side's BLAS for the linear layers: NumPy's own, or MKL (the [mkl] extra)")
+    ap.add_argument("--parallel", choices=["ops", "data", "both"], default="both",
+                    help="our side's use of the threads: ops split their work (ops), a batch shard per thread "
+                         "(data, tinygrad_reason/parallel.py), or both timed in turn; with --threads 1 only ops")
     ap.add_argument("--gemm-floor", action="store_true",
                     help="also time the linear layers' GEMMs alone in numpy and torch (the BLAS part of a step)")
     args = ap.parse_args()
@@ -312,7 +353,8 @@ def main() -> None:
     for name in args.configs.split(","):
         if name not in CONFIGS:
             ap.error(f"unknown config {name!r}: choose from {sorted(CONFIGS)}")
-        print(json.dumps(run(name, args.threads, args.steps, args.warmup, not args.no_memory, args.gemm_floor)),
+        print(json.dumps(run(name, args.threads, args.steps, args.warmup, not args.no_memory, args.gemm_floor,
+                             args.parallel)),
               flush=True)
 
 

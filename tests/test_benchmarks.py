@@ -30,6 +30,15 @@ def test_bench_train_tiny_with_gemm_floor():
         assert row[key] > 0, key
 
 
+def test_bench_train_tiny_both_parallel_modes():
+    (row,) = _run("bench_train.py", "--configs", "tiny", "--steps", "1", "--warmup", "0", "--threads", "2",
+                  "--no-memory")
+    assert row["ours_parallel"] == "ops"
+    for key in ("final_loss_ours", "final_loss_ours_data_parallel"):   # same weights, same batch, same loss
+        assert row[key] == pytest.approx(row["final_loss_torch"], rel=1e-4), key
+    assert row["ours_data_parallel_ms"] > 0 and row["ratio_data_parallel"] > 0
+
+
 def test_bench_generate_tiny_same_tokens():
     (row,) = _run("bench_generate.py", "--config", "tiny", "--batches", "2", "--new", "3", "--repeats", "1",
                   "--threads", "1", "--prompt", "4")

@@ -194,6 +194,28 @@ def test_grad_accum_matches_a_bigger_batch(task, tmp_path):
     assert any(not np.array_equal(p1[k], init[k]) for k in p1)
 
 
+def test_data_parallel_step_matches_one_thread(task, tmp_path, monkeypatch):
+    # the default on CPU with 2 threads: a shard of each micro-batch per thread, weighted by its scored
+    # tokens, so the logged loss and the update are those of one backward of the whole batch
+    splits, tok = task
+    calls = []
+    real = training.data_parallel_backward
+    monkeypatch.setattr(training, "data_parallel_backward", lambda *a, **k: calls.append(1) or real(*a, **k))
+    runs = {}
+    for name, parallel, threads in (("serial", False, 1), ("parallel", True, 2), ("again", True, 2)):
+        tg.set_num_threads(threads)
+        model, log = tiny_model(tok), tmp_path / f"{name}.jsonl"
+        train(model, tok, splits["train"][:8], splits["train"][:2], "cot",
+              quiet(steps=3, batch_size=4, eval_every=3, lr=1e-3, data_parallel=parallel, log_path=str(log)))
+        runs[name] = json.loads(log.read_text().splitlines()[0])["loss"], params(model)
+    tg.set_num_threads(2)
+    assert len(calls) == 6                     # 3 steps in each of the two parallel runs
+    assert runs["parallel"][0] == pytest.approx(runs["serial"][0], rel=1e-5)
+    for k in runs["serial"][1]:
+        np.testing.assert_allclose(runs["parallel"][1][k], runs["serial"][1][k], atol=2e-6, rtol=0, err_msg=k)
+        assert np.array_equal(runs["parallel"][1][k], runs["again"][1][k]), k      # repeats bit for bit
+
+
 # ------------------------------------------------------------------ evaluate
 def test_evaluate_result_and_train_mode(task):
     splits, tok = task

@@ -6,6 +6,7 @@ from .creation import arange, full, ones, ones_like, rand, randn, tensor, zeros,
 from .gradcheck import GradcheckError, gradcheck, gradgradcheck  # noqa: F401
 from .ops.movement import concatenate, stack  # noqa: F401
 from .ops.elementwise import where  # noqa: F401
+from .parallel import data_parallel_backward  # noqa: F401
 from .tensor import Function, Tensor, enable_grad, grad, is_grad_enabled, no_grad  # noqa: F401
 
 __version__ = "0.1.0"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 
 import numpy as np
 
@@ -86,10 +87,15 @@ def to_device(arr, device: str):
 # ---------------------------------------------------------------- threads
 _threads = None
 _DEFAULT_THREADS = max(1, min(2, os.cpu_count() or 1))   # os.cpu_count() is ~8 us: once
+_local = threading.local()   # per-thread overrides: kernel threads, random generators (parallel.py)
 
 
 def num_threads() -> int:
-    """Threads for our chunked kernels: set_num_threads(), else TINYGRAD_REASON_THREADS, else min(2, cores)."""
+    """Threads for our chunked kernels: this thread's override (kernel_threads), else set_num_threads(),
+    else TINYGRAD_REASON_THREADS, else min(2, cores)."""
+    local = getattr(_local, "threads", None)
+    if local:
+        return local
     if _threads:
         return _threads
     env = os.environ.get("TINYGRAD_REASON_THREADS")
@@ -114,6 +120,18 @@ def set_num_threads(n: int) -> None:
     _threads = int(n)
     from threadpoolctl import threadpool_limits
     threadpool_limits(_threads)
+
+
+@contextlib.contextmanager
+def kernel_threads(n: int):
+    """Our kernels use n threads on the calling thread only, inside the block (a data-parallel shard
+    runs its kernels on its own thread while another shard runs on the other core)."""
+    prev = getattr(_local, "threads", None)
+    _local.threads = int(n)
+    try:
+        yield
+    finally:
+        _local.threads = prev
 
 
 _pool = None
@@ -164,7 +182,11 @@ def manual_seed(seed: int) -> None:
 
 
 def generator(device: str = "cpu"):
-    """The seeded random generator of a device: numpy.random.Generator or cupy's RandomState."""
+    """The seeded random generator of a device: numpy.random.Generator or cupy's RandomState
+    (or the calling thread's own, inside use_generator)."""
+    local = getattr(_local, "generators", None)
+    if local is not None and device in local:
+        return local[device]
     gen = _generators.get(device)
     if gen is None:
         if device == "cpu":
@@ -174,6 +196,19 @@ def generator(device: str = "cpu"):
             gen = cp.random.RandomState(_seed)
         _generators[device] = gen
     return gen
+
+
+@contextlib.contextmanager
+def use_generator(gen, device: str = "cpu"):
+    """Random draws on `device` from the calling thread come from `gen` inside the block: threads
+    that draw concurrently (dropout in data-parallel shards) each get a seeded stream of their own,
+    so runs repeat exactly whatever order the threads run in."""
+    prev = getattr(_local, "generators", None)
+    _local.generators = {**(prev or {}), device: gen}
+    try:
+        yield
+    finally:
+        _local.generators = prev
 
 
 def rng_state(device: str = "cpu"):

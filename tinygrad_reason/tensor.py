@@ -11,6 +11,7 @@ graph's saved arrays unless asked to keep them.
 from __future__ import annotations
 
 import contextlib
+import threading
 import weakref
 
 import numpy as np
@@ -18,21 +19,26 @@ import numpy as np
 from . import backend
 
 # ---------------------------------------------------------------- grad mode
-_grad_enabled = True
+class _GradMode(threading.local):
+    """Per thread, as in torch: one thread's backward (which records nothing) must not switch off
+    recording in another thread's forward (data-parallel steps run both at once)."""
+    enabled = True
+
+
+_grad_mode = _GradMode()
 
 
 def is_grad_enabled() -> bool:
-    return _grad_enabled
+    return _grad_mode.enabled
 
 
 @contextlib.contextmanager
 def _set_grad_enabled(mode: bool):
-    global _grad_enabled
-    prev, _grad_enabled = _grad_enabled, mode
+    prev, _grad_mode.enabled = _grad_mode.enabled, mode
     try:
         yield
     finally:
-        _grad_enabled = prev
+        _grad_mode.enabled = prev
 
 
 def no_grad():
@@ -66,7 +72,7 @@ class Function:
                     raise RuntimeError(f"{cls.op_name()}: tensors on different devices "
                                        f"({', '.join(q.device for q in parents)}); move them with .to(device)")
         out = Tensor._wrap(ctx.forward(*[p.data for p in parents], **kwargs))
-        if _grad_enabled and any(p.requires_grad for p in parents) and _is_float(out.data.dtype):
+        if _grad_mode.enabled and any(p.requires_grad for p in parents) and _is_float(out.data.dtype):
             ctx.parents = parents
             ctx._output = weakref.ref(out)
             out.requires_grad = True

@@ -18,9 +18,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import backend
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..data.formats import encode_example, make_batch, parse_completion, prompt_ids
+from ..data.formats import IGNORE, encode_example, make_batch, parse_completion, prompt_ids
 from ..optim import AdamW, clip_grad_norm, decay_groups, warmup_cosine
+from ..parallel import data_parallel_backward
 from ..tensor import no_grad
 from .sampling import SamplingConfig, generate
 
@@ -30,6 +32,7 @@ class TrainConfig:
     steps: int = 1000
     batch_size: int = 32
     grad_accum: int = 1              # micro-batches per optimizer step (each batch_size examples)
+    data_parallel: bool = True       # on CPU with several threads: a shard of each micro-batch per thread
     lr: float = 3e-3
     min_lr: float = 3e-4
     warmup: int = 50
@@ -158,6 +161,11 @@ def train(model, tok, train_records, eval_records, fmt: str, cfg: TrainConfig) -
     model.train()
     t_last, tokens = time.perf_counter(), 0
     done = start
+    params = list(model.parameters())
+    # shards weighted by their scored tokens: the sum of shard gradients is the micro-batch's token mean
+    shard_loss = lambda i, t, m: model.loss(i, t, pad_mask=m) * (1.0 / cfg.grad_accum)   # noqa: E731
+    shard_tokens = lambda i, t, m: int((t != IGNORE).sum())                               # noqa: E731
+    parallel = cfg.data_parallel and params and params[0].device == "cpu" and backend.num_threads() > 1
     for step in range(start, cfg.steps):
         done = step + 1
         opt.set_lr(warmup_cosine(step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr))
@@ -166,9 +174,13 @@ def train(model, tok, train_records, eval_records, fmt: str, cfg: TrainConfig) -
         for _ in range(cfg.grad_accum):
             batch = [examples[i] for i in sampler.integers(0, len(examples), size=cfg.batch_size)]
             ids, targets, mask = make_batch(batch, tok.pad_id)
-            loss = model.loss(ids, targets, pad_mask=mask) * (1.0 / cfg.grad_accum)
-            loss.backward()
-            loss_sum += loss.item()
+            if parallel:
+                loss_sum += data_parallel_backward(shard_loss, (ids, targets, mask), params,
+                                                   shard_weight=shard_tokens)
+            else:
+                loss = model.loss(ids, targets, pad_mask=mask) * (1.0 / cfg.grad_accum)
+                loss.backward()
+                loss_sum += loss.item()
             tokens += int(mask.sum())
         clip_grad_norm(model.parameters(), cfg.clip)
         opt.step()
