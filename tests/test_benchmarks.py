@@ -39,6 +39,14 @@ def test_bench_train_tiny_both_parallel_modes():
     assert row["ours_data_parallel_ms"] > 0 and row["ratio_data_parallel"] > 0
 
 
+def test_bench_parallel_tiny():
+    rows = _run("bench_parallel.py", "--config", "tiny", "--threads", "2", "--repeats", "1")
+    step, loads = rows[0], rows[1:]
+    for key in ("one_thread_ms", "ops_ms", "data_ms", "shard_alone_ms", "data_speedup", "data_shard_efficiency"):
+        assert step[key] > 0, key
+    assert [r["load"] for r in loads] == ["gemm", "stream", "matvec"] and all(r["efficiency"] > 0 for r in loads)
+
+
 def test_bench_generate_tiny_same_tokens():
     (row,) = _run("bench_generate.py", "--config", "tiny", "--batches", "2", "--new", "3", "--repeats", "1",
                   "--threads", "1", "--prompt", "4")

@@ -72,7 +72,7 @@ def data_parallel_backward(loss_fn, batch, params, threads: int | None = None, s
     if n == 1 or not on_cpu or threads == 1:
         results = [run(i) for i in range(n)]
     else:
-        pool = backend.worker_pool(n)
+        pool = backend.worker_pool(max(n, backend.num_threads()))   # the kernels' pool, when it is big enough
         with backend.single_threaded_blas():
             futures = [pool.submit(run, i) for i in range(1, n)]
             try:
