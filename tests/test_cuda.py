@@ -55,3 +55,15 @@ def test_gradcheck_on_cuda():
     x = Tensor(np.random.default_rng(0).standard_normal((3, 4)), requires_grad=True, device="cuda")
     assert tg.gradcheck(lambda a: (a.tanh() @ a.T).softmax(-1), [x])
     assert backend.device_of(x.data) == "cuda"
+
+
+def test_data_parallel_backward_on_cuda_runs_shards_in_turn():
+    # CuPy tensors: the shards run one after another on the calling thread (no per-shard generators);
+    # the gradient is still the whole batch's
+    w = Tensor(np.array([1.0, -2.0, 0.5]), requires_grad=True, device="cuda")
+    x = np.random.default_rng(0).standard_normal((5, 3))
+    loss = tg.data_parallel_backward(lambda a: ((Tensor(a, device="cuda") * w).sum(axis=1) ** 2).mean(),
+                                     (x,), [w], threads=2)
+    pred = x @ np.array([1.0, -2.0, 0.5])
+    assert loss == pytest.approx(float((pred ** 2).mean()))
+    np.testing.assert_allclose(w.grad.numpy(), 2 * (pred[:, None] * x).mean(axis=0), rtol=1e-10)

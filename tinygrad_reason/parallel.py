@@ -15,6 +15,8 @@ per shard, so they repeat too. CuPy tensors and threads=1 run the shards one aft
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from . import backend
@@ -53,18 +55,19 @@ def data_parallel_backward(loss_fn, batch, params, threads: int | None = None, s
         raise ValueError(f"data_parallel_backward: shard weights sum to {total}; they must be positive")
     device = params[0].device if params else "cpu"
     on_cpu = device == "cpu"
-    main_gen = backend.generator(device)
-    seeds = main_gen.integers(0, 2 ** 63, size=n) if on_cpu else [None] * n
+    seeds = backend.generator("cpu").integers(0, 2 ** 63, size=n) if on_cpu else [None] * n
 
     def run(i: int):
         """Shard i's weighted loss and gradients, on the calling thread only."""
         if sizes[i] == 0:
             return 0.0, [None] * len(params)
-        with backend.kernel_threads(1), backend.use_generator(np.random.default_rng(int(seeds[i]))):
+        own = contextlib.nullcontext() if seeds[i] is None else \
+            backend.use_generator(np.random.default_rng(int(seeds[i])))
+        with backend.kernel_threads(1), own:
             loss = loss_fn(*shards[i])
             if not isinstance(loss, Tensor) or loss.size != 1:
-                raise ValueError("data_parallel_backward: loss_fn must return a scalar Tensor, got "
-                                 f"{type(loss).__name__}{'' if not isinstance(loss, Tensor) else ' of shape ' + str(loss.shape)}")
+                got = f"a Tensor of shape {loss.shape}" if isinstance(loss, Tensor) else type(loss).__name__
+                raise ValueError(f"data_parallel_backward: loss_fn must return a scalar Tensor, got {got}")
             weighted = loss * (sizes[i] / total)
             grads = grad(weighted, params, allow_unused=True) if params else ()
             return weighted.item(), [None if g is None else g.data for g in grads]
