@@ -174,3 +174,23 @@ def test_kernel_threads_and_generators_are_per_thread():
         t.start()
         t.join()
     assert seen["gen"] is not gen and seen["threads"] == backend.num_threads()
+
+
+def test_shards_run_single_threaded_only_when_they_run_at_once():
+    w = Tensor(np.ones(2), requires_grad=True)
+    seen = []
+
+    def loss_fn(a):
+        seen.append(backend.num_threads())
+        return (Tensor(a) * w).sum()
+
+    before = backend.num_threads()
+    tg.set_num_threads(2)
+    try:
+        data_parallel_backward(loss_fn, (np.ones((2, 2)),), [w], threads=2)
+        assert seen == [1, 1]                  # two shards at once: one kernel thread each
+        seen.clear()
+        data_parallel_backward(loss_fn, (np.ones((1, 2)),), [w], threads=2)
+        assert seen == [2]                     # a single shard keeps the op-parallel kernels
+    finally:
+        tg.set_num_threads(before)

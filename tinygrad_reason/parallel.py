@@ -57,13 +57,16 @@ def data_parallel_backward(loss_fn, batch, params, threads: int | None = None, s
     on_cpu = device == "cpu"
     seeds = backend.generator("cpu").integers(0, 2 ** 63, size=n) if on_cpu else [None] * n
 
+    concurrent = n > 1 and on_cpu and threads > 1
+
     def run(i: int):
-        """Shard i's weighted loss and gradients, on the calling thread only."""
+        """Shard i's weighted loss and gradients; while shards run at once, on the calling thread only."""
         if sizes[i] == 0:
             return 0.0, [None] * len(params)
         own = contextlib.nullcontext() if seeds[i] is None else \
             backend.use_generator(np.random.default_rng(int(seeds[i])))
-        with backend.kernel_threads(1), own:
+        alone = backend.kernel_threads(1) if concurrent else contextlib.nullcontext()
+        with alone, own:
             loss = loss_fn(*shards[i])
             if not isinstance(loss, Tensor) or loss.size != 1:
                 got = f"a Tensor of shape {loss.shape}" if isinstance(loss, Tensor) else type(loss).__name__
@@ -72,7 +75,7 @@ def data_parallel_backward(loss_fn, batch, params, threads: int | None = None, s
             grads = grad(weighted, params, allow_unused=True) if params else ()
             return weighted.item(), [None if g is None else g.data for g in grads]
 
-    if n == 1 or not on_cpu or threads == 1:
+    if not concurrent:              # one shard, or CuPy: in turn, each op using the threads as usual
         results = [run(i) for i in range(n)]
     else:
         pool = backend.worker_pool(max(n, backend.num_threads()))   # the kernels' pool, when it is big enough
