@@ -57,9 +57,8 @@ def test_gradcheck_on_cuda():
     assert backend.device_of(x.data) == "cuda"
 
 
-def test_data_parallel_backward_on_cuda_runs_shards_in_turn():
-    # CuPy tensors: the shards run one after another on the calling thread (no per-shard generators);
-    # the gradient is still the whole batch's
+def test_data_parallel_backward_on_cuda_is_one_shard():
+    # CuPy tensors: the whole batch is one shard (threads gain nothing on a GPU); the gradient is the batch's
     w = Tensor(np.array([1.0, -2.0, 0.5]), requires_grad=True, device="cuda")
     x = np.random.default_rng(0).standard_normal((5, 3))
     loss = tg.data_parallel_backward(lambda a: ((Tensor(a, device="cuda") * w).sum(axis=1) ** 2).mean(),

@@ -10,8 +10,9 @@ The gradient is the whole batch's: shard i's loss is weighted by its share w_i (
 default, or shard_weight, e.g. its count of scored tokens, for a loss that averages over tokens),
 and the shard gradients are summed in shard order. Each shard computes on one thread, so a step
 repeats bit for bit run to run; against one backward of the whole batch it differs by float rounding.
-Random draws (dropout) in shard i come from a generator seeded from the device generator, one seed
-per shard, so they repeat too. CuPy tensors and threads=1 run the shards one after another.
+Random draws (dropout) in shard i come from a generator seeded from the CPU generator, one seed
+per shard, so they repeat too. CuPy tensors, threads=1 and one-row batches make a single shard:
+the whole batch in one backward, its ops using the threads as usual.
 """
 from __future__ import annotations
 
@@ -20,11 +21,18 @@ import contextlib
 import numpy as np
 
 from . import backend
-from .tensor import Tensor, grad
+from .tensor import Tensor, _owned, grad
 
 
 def _shard_bounds(rows: int, shards: int) -> list[tuple[int, int]]:
     return [(rows * i // shards, rows * (i + 1) // shards) for i in range(shards)]
+
+
+@contextlib.contextmanager
+def _own_thread(seed):
+    """A shard running beside others: our kernels on its one thread, its own seeded random stream."""
+    with backend.kernel_threads(1), backend.use_generator(np.random.default_rng(int(seed))):
+        yield
 
 
 def data_parallel_backward(loss_fn, batch, params, threads: int | None = None, shard_weight=None) -> float:
@@ -33,7 +41,7 @@ def data_parallel_backward(loss_fn, batch, params, threads: int | None = None, s
     loss_fn(*shard) -> scalar Tensor: the mean loss of one shard (`batch` is a tuple of arrays cut
     along their first axis, all with the same number of rows). shard_weight(*shard) -> number: the
     shard's weight before normalizing (default: its rows). threads: shards run at once (default:
-    backend.num_threads(); never more shards than rows).
+    backend.num_threads(); never more shards than rows; one on CuPy, where threads gain nothing).
     """
     batch = tuple(batch)
     if not batch:
@@ -47,26 +55,21 @@ def data_parallel_backward(loss_fn, batch, params, threads: int | None = None, s
     threads = backend.num_threads() if threads is None else int(threads)
     if threads < 1:
         raise ValueError(f"data_parallel_backward: threads must be >= 1, got {threads}")
-    n = max(1, min(threads, rows))
+    on_cpu = (params[0].device if params else "cpu") == "cpu"
+    n = max(1, min(threads, rows)) if on_cpu else 1
+    concurrent = n > 1                 # shards at once: each on one kernel thread, with its own generator
     shards = [tuple(a[lo:hi] for a in batch) for lo, hi in _shard_bounds(rows, n)]
     sizes = [float(shard_weight(*s)) if shard_weight is not None else float(len(s[0])) for s in shards]
     total = sum(sizes)
     if total <= 0:
         raise ValueError(f"data_parallel_backward: shard weights sum to {total}; they must be positive")
-    device = params[0].device if params else "cpu"
-    on_cpu = device == "cpu"
-    seeds = backend.generator("cpu").integers(0, 2 ** 63, size=n) if on_cpu else [None] * n
-
-    concurrent = n > 1 and on_cpu and threads > 1
+    seeds = backend.generator("cpu").integers(0, 2 ** 63, size=n) if concurrent else None
 
     def run(i: int):
         """Shard i's weighted loss and gradients; while shards run at once, on the calling thread only."""
         if sizes[i] == 0:
             return 0.0, [None] * len(params)
-        own = contextlib.nullcontext() if seeds[i] is None else \
-            backend.use_generator(np.random.default_rng(int(seeds[i])))
-        alone = backend.kernel_threads(1) if concurrent else contextlib.nullcontext()
-        with alone, own:
+        with _own_thread(seeds[i]) if concurrent else contextlib.nullcontext():
             loss = loss_fn(*shards[i])
             if not isinstance(loss, Tensor) or loss.size != 1:
                 got = f"a Tensor of shape {loss.shape}" if isinstance(loss, Tensor) else type(loss).__name__
@@ -75,8 +78,8 @@ def data_parallel_backward(loss_fn, batch, params, threads: int | None = None, s
             grads = grad(weighted, params, allow_unused=True) if params else ()
             return weighted.item(), [None if g is None else g.data for g in grads]
 
-    if not concurrent:              # one shard, or CuPy: in turn, each op using the threads as usual
-        results = [run(i) for i in range(n)]
+    if not concurrent:
+        results = [run(0)]
     else:
         pool = backend.worker_pool(max(n, backend.num_threads()))   # the kernels' pool, when it is big enough
         with backend.single_threaded_blas():
@@ -90,12 +93,16 @@ def data_parallel_backward(loss_fn, batch, params, threads: int | None = None, s
                 raise r
         results = [first, *others]
 
+    seen: set = set()
     for j, p in enumerate(params):
         parts = [r[1][j] for r in results if r[1][j] is not None]
         if not parts:
             continue
-        acc = parts[0] + parts[1] if len(parts) > 1 else parts[0].copy()   # a fresh array: ours to keep
-        for g in parts[2:]:
-            acc += g
-        p.grad = Tensor._wrap(acc) if p.grad is None else p.grad + Tensor._wrap(acc)
+        if len(parts) == 1:        # one shard's gradient: copied only if it is a view or shared (as backward does)
+            total_grad = _owned(Tensor._wrap(parts[0]), seen, False)
+        else:
+            total_grad = Tensor._wrap(parts[0] + parts[1])
+            for g in parts[2:]:
+                total_grad.data += g
+        p.grad = total_grad if p.grad is None else p.grad + total_grad
     return float(sum(r[0] for r in results))

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import backend
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..data.formats import IGNORE, encode_example, make_batch, parse_completion, prompt_ids
 from ..optim import AdamW, clip_grad_norm, decay_groups, warmup_cosine
@@ -165,7 +164,6 @@ def train(model, tok, train_records, eval_records, fmt: str, cfg: TrainConfig) -
     # shards weighted by their scored tokens: the sum of shard gradients is the micro-batch's token mean
     shard_loss = lambda i, t, m: model.loss(i, t, pad_mask=m) * (1.0 / cfg.grad_accum)   # noqa: E731
     shard_tokens = lambda i, t, m: int((t != IGNORE).sum())                               # noqa: E731
-    parallel = cfg.data_parallel and params and params[0].device == "cpu" and backend.num_threads() > 1
     for step in range(start, cfg.steps):
         done = step + 1
         opt.set_lr(warmup_cosine(step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr))
@@ -174,7 +172,7 @@ def train(model, tok, train_records, eval_records, fmt: str, cfg: TrainConfig) -
         for _ in range(cfg.grad_accum):
             batch = [examples[i] for i in sampler.integers(0, len(examples), size=cfg.batch_size)]
             ids, targets, mask = make_batch(batch, tok.pad_id)
-            if parallel:
+            if cfg.data_parallel:      # one shard (plain backward) on CuPy or with one thread
                 loss_sum += data_parallel_backward(shard_loss, (ids, targets, mask), params,
                                                    shard_weight=shard_tokens)
             else:
