@@ -9,7 +9,13 @@ bench_train.py (no optimizer step):
 and, as the machine's part, the same pure-NumPy loads on one thread and on all threads at once:
   gemm           1-thread BLAS products (2048 x 384 @ 384 x 1536): compute-bound
   stream         in-place multiplies of a 100 MB array: memory-bound
-  matvec         ones @ M (a vector operand: NumPy's matmul keeps the GIL during the BLAS call)
+  matvec         ones @ M, 1-thread BLAS (the matrix-vector products of our bias gradients and row means)
+  short_calls    in-place multiplies of a 64K-element array (256 KiB, in L2; ~5-15 us a call): the
+                 call size of our chunked kernels. NumPy lets go of the GIL inside each call and
+                 takes it back after, so threads making short calls hand the GIL to each other
+                 every few microseconds; where that hand-off is slow (waking a sleeping thread on a
+                 virtual machine) the second thread gains nothing, or even loses (efficiency 0.5 is what one
+                 thread doing both jobs in turn would give)
 
     python benchmarks/bench_parallel.py --config small --threads 2
 
@@ -86,10 +92,12 @@ def machine_loads(threads: int, repeats: int) -> list[dict]:
     big = [np.ones(25_000_000, dtype=np.float32) for _ in copies]
     m = [rng.standard_normal((2048, 1536), dtype=np.float32) for _ in copies]
     ones = np.ones(2048, dtype=np.float32)
+    short = [np.ones(64 * 1024, dtype=np.float32) for _ in copies]
     loads = {
         "gemm": lambda i: [a[i] @ w[i] for _ in range(5)],
         "stream": lambda i: [np.multiply(big[i], 1.0, out=big[i]) for _ in range(3)],
         "matvec": lambda i: [ones @ m[i] for _ in range(20)],
+        "short_calls": lambda i: [np.multiply(short[i], 1.0, out=short[i]) for _ in range(2000)],
     }
     pool = ThreadPoolExecutor(threads)
     out = []

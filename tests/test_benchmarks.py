@@ -44,7 +44,7 @@ def test_bench_parallel_tiny():
     step, loads = rows[0], rows[1:]
     for key in ("one_thread_ms", "ops_ms", "data_ms", "shard_alone_ms", "data_speedup", "data_shard_efficiency"):
         assert step[key] > 0, key
-    assert [r["load"] for r in loads] == ["gemm", "stream", "matvec"] and all(r["efficiency"] > 0 for r in loads)
+    assert [r["load"] for r in loads] == ["gemm", "stream", "matvec", "short_calls"] and all(r["efficiency"] > 0 for r in loads)
 
 
 def test_bench_generate_tiny_same_tokens():
