@@ -228,8 +228,8 @@ def linear_gemm_floor(cfg, batch: int, repeats: int = 3):
 
 
 def peak_memory(name: str, side: str, threads: int, steps: int = 2) -> float:
-    """side: "ours", "ours_data_parallel" or "torch"."""
-    """Peak RSS growth (MiB) over `steps` training steps of one side, in a fresh child process."""
+    """Peak RSS growth (MiB) over `steps` training steps of one side ("ours", "ours_data_parallel" or
+    "torch"), in a fresh child process."""
     code = (f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r});"
             f"import bench_train as b; b._set_threads({threads}); print(b._child_memory({name!r}, {side!r}, {steps}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -99,11 +99,10 @@ class CausalSelfAttention(Module):
         """x @ [scale Wq; Wk; Wv]^T (+ the biases, q's scaled too): q, k and v in one product, the
         scale riding on q's weights (a d x d multiply instead of one over every q). The weights are
         concatenated on each call (a copy of 3 d^2 numbers, small beside the product's T d^2)."""
-        projections = (self.q_proj, self.k_proj, self.v_proj)
         weight = concatenate([self.q_proj.weight * scale, self.k_proj.weight, self.v_proj.weight], axis=0)
         bias = None
         if self.q_proj.bias is not None:
-            bias = concatenate([self.q_proj.bias * scale] + [m.bias for m in projections[1:]], axis=0)
+            bias = concatenate([self.q_proj.bias * scale, self.k_proj.bias, self.v_proj.bias], axis=0)
         return linear(x, weight, bias)
 
     @staticmethod

@@ -34,6 +34,8 @@ Once-differentiable: the backward works on raw arrays.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import backend
@@ -262,6 +264,8 @@ class PackedAttention(Attention):
             raise ValueError(f"packed_attention: qkv shape {qkv.shape} is not (B, T, 3 * {n_heads} * head_dim)")
         b, t, width = qkv.shape
         h, d = n_heads, width // (3 * n_heads)
+        if scale is None:
+            scale = 1.0 / math.sqrt(d)
         self._prepare(qkv, masked, b, h, h, t, t, d, dropout_p)
         q, k, v = _heads(qkv, h, d)
         if scale != 1.0:
@@ -309,7 +313,7 @@ def attention(q, k, v, masked=None, scale: float | None = None, dropout_p: float
     masked: boolean array (True = may not attend), broadcastable as (B or 1, 1, T, S).
     """
     if scale is None:
-        scale = 1.0 / float(np.sqrt(q.shape[-1]))
+        scale = 1.0 / math.sqrt(q.shape[-1])
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"attention: dropout_p must be in [0, 1), got {dropout_p}")
     masked = masked.data if isinstance(masked, Tensor) else masked
@@ -320,10 +324,6 @@ def packed_attention(qkv, n_heads: int, masked=None, scale: float | None = None,
     """Attention over qkv (B, T, 3 H D) = [q | k | v] (torch's head layout in each third); returns
     (B, T, H D). The same result as splitting the heads out and calling `attention`, without the
     copies. scale defaults to 1/sqrt(D); pass 1.0 when q's projection already carries it."""
-    if n_heads < 1 or qkv.ndim != 3 or qkv.shape[-1] % (3 * n_heads):
-        raise ValueError(f"packed_attention: qkv shape {qkv.shape} is not (B, T, 3 * {n_heads} * head_dim)")
-    if scale is None:
-        scale = 1.0 / float(np.sqrt(qkv.shape[-1] // (3 * n_heads)))
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"packed_attention: dropout_p must be in [0, 1), got {dropout_p}")
     masked = masked.data if isinstance(masked, Tensor) else masked
