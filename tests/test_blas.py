@@ -113,3 +113,126 @@ def test_mkl_rows_split_over_threads_match_numpy(mkl, layout, monkeypatch):
         np.testing.assert_allclose(blas.matmul2d(a, b), a @ b, rtol=1e-5, atol=1e-5)
     finally:
         tg.set_num_threads(before)
+
+
+# ---------------------------------------------------------------- packed weights (batched decoding)
+def _decoder(seed: int = 0):
+    from tinygrad_reason.nn import Transformer, TransformerConfig
+    cfg = TransformerConfig.gpt(vocab_size=130, context_length=24, d_model=96, n_layers=2, n_heads=4)
+    model = Transformer(cfg).eval()
+    rng = np.random.default_rng(seed)
+    for p in model.parameters():
+        p.data[...] = (rng.standard_normal(p.shape) * (0.3 if p.ndim == 2 else 0.1)).astype(p.dtype)
+    return model
+
+
+def test_packed_weights_is_a_no_op_with_mkl_off():
+    w, x = np.ones((200, 96), dtype=np.float32), np.ones((4, 96), dtype=np.float32)
+    assert not blas.mkl_enabled()
+    with blas.packed_weights(_decoder()), blas.packed_weights([w]):
+        assert not blas._packs
+        assert blas.packed_matmul(x, w) is None and blas.packed_matmul(x, w) is None
+
+
+@pytest.fixture
+def one_thread():
+    before = backend.num_threads()
+    tg.set_num_threads(1)
+    yield
+    tg.set_num_threads(before)
+
+
+def _packed_entries():
+    return {k: e for k, e in blas._packs.items() if e.buffer is not None}
+
+
+@needs_mkl
+def test_packed_decoding_equals_unpacked(mkl, one_thread):
+    """16-row decode steps on packed weights give the logits of the unpacked path; a weight is packed
+    on its second many-row product (never for one-row steps), and every packed copy is freed after."""
+    model = _decoder()
+    prompt = np.random.default_rng(3).integers(0, 130, size=(16, 5))
+
+    def decode(rows):
+        cache = model.new_cache(rows, 12)
+        with tg.no_grad():
+            out = [model(prompt[:rows], cache=cache, start=0).numpy()[:, -1]]
+            for i in range(4):
+                nxt = out[-1].argmax(axis=-1)[:, None]
+                out.append(model(nxt, cache=cache, start=5 + i).numpy()[:, -1])
+        return np.stack(out)
+
+    plain = {rows: decode(rows) for rows in (1, 16)}
+    with blas.packed_weights(model):
+        assert blas._packs and not _packed_entries()
+        one_row = decode(1)                       # the prompt's 5 rows once, then one-row steps
+        assert not _packed_entries()
+        sixteen = decode(16)
+        packed = _packed_entries()
+        assert packed and all(e.uses >= 2 for e in packed.values())
+    assert not blas._packs
+    np.testing.assert_allclose(one_row, plain[1], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(sixteen, plain[16], rtol=1e-4, atol=1e-4)
+    assert (sixteen.argmax(-1) == plain[16].argmax(-1)).all()
+
+
+@needs_mkl
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rows", [2, 7, 64])
+def test_packed_matmul_matches_numpy(mkl, one_thread, dtype, rows):
+    rng = np.random.default_rng(rows)
+    w = rng.standard_normal((200, 70)).astype(dtype)
+    x = rng.standard_normal((rows, 70)).astype(dtype)
+    with blas.packed_weights([w]):
+        assert blas.packed_matmul(x, w) is None          # first product: not packed yet
+        got = blas.packed_matmul(x, w)
+        assert blas.packed_matmul(x[:, :69], w) is None  # wrong width, wrong dtype, too many rows: not used
+        assert blas.packed_matmul(x.astype(np.float16), w) is None
+        assert blas.packed_matmul(np.ones((65, 70), dtype), w) is None
+        assert blas.packed_matmul(x, w.copy()) is None   # a different array with equal values is not packed
+        tg.set_num_threads(2)
+        assert blas.packed_matmul(x, w) is None          # more threads: NumPy's BLAS uses them
+        tg.set_num_threads(1)
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(got, x @ w.T, rtol=tol, atol=tol)
+    assert got.shape == (rows, 200) and got.dtype == dtype
+
+
+@needs_mkl
+def test_changing_packed_weights_is_a_clear_error(mkl):
+    model = _decoder()
+    from tinygrad_reason.optim import AdamW
+    opt = AdamW(model.parameters(), lr=1e-3)
+    for p in model.parameters():
+        p.grad = Tensor(np.zeros_like(p.data))
+    state = model.state_dict()
+    with blas.packed_weights(model):
+        with pytest.raises(RuntimeError, match="AdamW.step: a parameter is inside blas.packed_weights"):
+            opt.step()
+        with pytest.raises(RuntimeError, match="load_state_dict into Transformer: a parameter is inside"):
+            model.load_state_dict(state)
+        with pytest.raises(RuntimeError, match="use_numpy_blas: called inside blas.packed_weights"):
+            blas.use_numpy_blas()
+        with blas.packed_weights(model):         # nested: adds nothing, removes nothing
+            pass
+        assert len(blas._packs) == sum(p.ndim == 2 and min(p.shape) > blas.MIN_SIDE for p in model.parameters())
+    opt.step()                                   # after the block: fine
+    model.load_state_dict(state)
+
+
+@needs_mkl
+def test_generate_with_packed_mkl_equals_numpy_blas(mkl, one_thread, monkeypatch):
+    from tinygrad_reason.reasoning.sampling import SamplingConfig, generate
+    packed = []
+    pack = blas._Packed.pack
+    monkeypatch.setattr(blas._Packed, "pack", lambda self: (packed.append(self.weight.shape), pack(self)))
+    model = _decoder(1)
+    prompts = [[1, 2, 3], [4, 5], [6, 7, 8, 9], [10]] * 2
+    cfg = SamplingConfig(max_new_tokens=8, temperature=0.0)
+    with_mkl = generate(model, prompts, cfg)
+    assert packed and not blas._packs            # generate packed the weights, and freed them
+    blas.use_numpy_blas()
+    without = generate(model, prompts, cfg)
+    assert with_mkl.tokens == without.tokens
+    for a, b in zip(with_mkl.logprobs, without.logprobs):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from .blas import check_not_packed
 from .ops.kernels import parallel_units
 
 UPDATE_CHUNK = 64 * 1024   # elements per chunk of the AdamW update: its four arrays stay in L2
@@ -58,6 +59,7 @@ class Optimizer:
             g["lr"] = lr * g.get("lr_scale", 1.0)
 
     def step(self) -> None:
+        check_not_packed((p.data for _, _, p in self._params()), f"{type(self).__name__}.step")
         for i, group, p in self._params():
             if p.grad is not None:
                 self._update(p, p.grad.data, group, self.state.setdefault(i, {}))

@@ -57,6 +57,7 @@ from typing import Iterator, NamedTuple, Sequence
 import numpy as np
 
 from .. import backend
+from ..blas import packed_weights
 from ..tensor import Tensor, no_grad
 
 __all__ = ["SamplingConfig", "Sample", "GenerationResult", "apply_temperature", "top_k_filter",
@@ -466,14 +467,15 @@ def generate(model, prompts: Sequence[Sequence[int]], cfg: SamplingConfig,
     forced = [[] for _ in range(n)]
     reasons = ["length"] * n
     steps = _decode(model, prompts, cfg, row_generators(cfg, row_seeds), tool) if n else ()
-    for s, active, ended, was_forced in steps:
-        for i in np.nonzero(active)[0]:
-            tokens[i].append(int(s.ids[i]))
-            logprobs[i].append(float(s.logprobs[i]))
-            sample_lps[i].append(float(s.sample_logprobs[i]))
-            forced[i].append(bool(was_forced[i]))
-        for i, why in ended.items():
-            reasons[i] = why
+    with packed_weights(model):       # with MKL on, many-row decoding packs each weight once (blas.py)
+        for s, active, ended, was_forced in steps:
+            for i in np.nonzero(active)[0]:
+                tokens[i].append(int(s.ids[i]))
+                logprobs[i].append(float(s.logprobs[i]))
+                sample_lps[i].append(float(s.sample_logprobs[i]))
+                forced[i].append(bool(was_forced[i]))
+            for i, why in ended.items():
+                reasons[i] = why
     return GenerationResult(tokens, [np.array(x, dtype=np.float64) for x in logprobs],
                             [np.array(x, dtype=np.float64) for x in sample_lps], reasons,
                             [len(p) for p in prompts], [np.array(x, dtype=bool) for x in forced])
