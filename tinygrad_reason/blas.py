@@ -232,19 +232,20 @@ def packed_matmul(x, weight):
             or x.ndim != 2 or x.shape[1] != weight.shape[1] or not 1 < x.shape[0] <= SKINNY_ROWS \
             or not x.flags.c_contiguous or backend.num_threads() > 1:
         return None
-    with _pack_lock:
-        entry.uses += 1
-        if entry.buffer is None:
-            if entry.uses < 2:
-                return None
-            entry.pack()
+    if entry.buffer is None:
+        with _pack_lock:                         # shards on two threads may reach it at once
+            entry.uses += 1
+            if entry.buffer is None:
+                if entry.uses < 2:
+                    return None
+                entry.pack()
     return entry.matmul(x)
 
 
 def check_not_packed(arrays, what: str) -> None:
     """A clear error when `what` would change an array registered in packed_weights() (its packed copy
     would go stale)."""
-    if _packs and any(_packs.get(id(a)) is not None and _packs[id(a)].weight is a for a in arrays):
+    if _packs and any(getattr(_packs.get(id(a)), "weight", None) is a for a in arrays):
         raise RuntimeError(f"{what}: a parameter is inside blas.packed_weights(), whose packed copy would "
                            "go stale; change the weights after the block")
 

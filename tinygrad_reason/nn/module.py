@@ -104,7 +104,8 @@ class Module:
             if wrong:
                 parts.append(f"wrong shapes: {wrong}")
             raise ValueError(f"load_state_dict into {type(self).__name__}: " + "; ".join(parts))
-        check_not_packed((t.data for k, t in own.items() if k in state), f"load_state_dict into {type(self).__name__}")
+        check_not_packed((t.data for k, t in own.items() if k in state),
+                         f"load_state_dict into {type(self).__name__}")
         for k, t in own.items():
             if k in state:
                 value = state[k].data if isinstance(state[k], Tensor) else state[k]
