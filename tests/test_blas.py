@@ -1,15 +1,18 @@
-"""blas.matmul2d: MKL by ctypes for 2-d products when switched on, NumPy otherwise.
+"""blas.matmul2d: MKL by ctypes for 2-d products when switched on, NumPy otherwise; packed weights
+for batched decoding; MKL's vector math (vml.py) under the float32 GELU and erf kernels.
 
 The MKL tests need the optional extra (pip install 'tinygrad_reason[mkl]') and skip without it,
 saying so; the switch's error and the NumPy fallback are tested everywhere.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
 import tinygrad_reason as tg
-from tinygrad_reason import Tensor, backend, blas, functional as F  # noqa: F401
+from tinygrad_reason import Tensor, backend, blas, functional as F, vml  # noqa: F401
 
 
 def _mkl_available() -> bool:
@@ -236,3 +239,85 @@ def test_generate_with_packed_mkl_equals_numpy_blas(mkl, one_thread, monkeypatch
     assert with_mkl.tokens == without.tokens
     for a, b in zip(with_mkl.logprobs, without.logprobs):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------- VML: GELU's Phi and exp, erf
+def _phi64(x):
+    """The normal CDF in float64 from erfc (accurate in the negative tail, where 1 + erf cancels)."""
+    return np.array([0.5 * math.erfc(-v / math.sqrt(2.0)) for v in x.tolist()])
+
+
+def _gelu_inputs():
+    rng = np.random.default_rng(5)
+    edges = [np.nan, np.inf, -np.inf, -0.0, 0.0, -5.0, -10.0, -13.5, -14.0, -20.0, 40.0, 3e38, -3e38]
+    # more than one kernel chunk (64K elements), so the chunking is exercised too
+    return np.concatenate([rng.standard_normal(70_000) * 3, edges]).astype(np.float32)
+
+
+def test_vml_is_off_while_mkl_is_off():
+    assert vml.function("CdfNorm", np.float32) is None and vml.function("Exp", np.float64) is None
+
+
+@needs_mkl
+def test_vml_binds_float32_and_float64_only(mkl):
+    assert vml.function("Erf", np.float16) is None and vml.function("Erf", np.int64) is None
+    x = np.array([-1.0, 0.0, 0.5])
+    for dtype in (np.float32, np.float64):
+        out = np.empty(3, dtype=dtype)
+        vml.function("Erf", dtype)(x.astype(dtype), out)
+        np.testing.assert_allclose(out, [math.erf(v) for v in x], rtol=1e-6)
+
+
+@needs_mkl
+def test_vml_refuses_a_count_over_32_bits(mkl):
+    class Huge:
+        size = 2 ** 31
+    with pytest.raises(ValueError, match="vmsExp: 2147483648 elements in one call"):
+        vml.function("Exp", np.float32)(Huge(), Huge())
+
+
+@needs_mkl
+def test_gelu_and_erf_kernels_on_vml_match_float64(mkl, monkeypatch):
+    from tinygrad_reason.ops import kernels
+    used = []
+    real = vml.function
+    monkeypatch.setattr(vml, "function", lambda name, dtype: used.append(name) or real(name, dtype))
+    x = _gelu_inputs()
+    g = np.random.default_rng(6).standard_normal(x.shape).astype(np.float32)
+    x64 = x.astype(np.float64)
+    phi = _phi64(x64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        y_ref = x64 * phi
+        d_ref = phi + x64 * np.exp(-0.5 * x64 * x64) / math.sqrt(2.0 * math.pi)
+    y = kernels.gelu_forward(x)
+    y2, d = kernels.gelu_forward_and_derivative(x)
+    dx = kernels.gelu_backward(x, g)
+    erf = kernels.erf_float32(x)
+    assert {"CdfNorm", "Exp", "Erf"} <= set(used)
+    np.testing.assert_array_equal(y, y2)
+    finite = np.isfinite(x)
+    np.testing.assert_allclose(y[finite], y_ref[finite], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(d[finite], d_ref[finite], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(dx[finite], (g * d_ref)[finite], rtol=2e-6, atol=1e-6)
+    np.testing.assert_allclose(erf[finite], [math.erf(v) for v in x64[finite]], rtol=1e-6, atol=1e-7)
+    # relative accuracy in the negative tail, where the NumPy kernel's A&S formula keeps only ~1e-2
+    tail = (x > -10) & (x < -3)
+    np.testing.assert_allclose(y[tail], y_ref[tail], rtol=1e-5)
+    # nan, +-inf and the huge values give what the NumPy kernels give
+    tg.use_numpy_blas()
+    for ours, numpy_kernel in ((y, kernels.gelu_forward(x)), (d, kernels.gelu_forward_and_derivative(x)[1]),
+                               (erf, kernels.erf_float32(x))):
+        np.testing.assert_array_equal(ours[~finite], numpy_kernel[~finite])
+        np.testing.assert_array_equal(ours[np.abs(x) > 1e30], numpy_kernel[np.abs(x) > 1e30])
+
+
+@needs_mkl
+def test_gelu_on_vml_is_the_same_on_two_threads(mkl, one_thread):
+    from tinygrad_reason.ops import kernels
+    x = np.random.default_rng(7).standard_normal((600, 1000)).astype(np.float32)   # over PARALLEL_MIN
+    g = np.ones_like(x)
+    one = kernels.gelu_forward(x), *kernels.gelu_forward_and_derivative(x), kernels.gelu_backward(x, g)
+    tg.set_num_threads(2)
+    two = kernels.gelu_forward(x), *kernels.gelu_forward_and_derivative(x), kernels.gelu_backward(x, g)
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a, b)

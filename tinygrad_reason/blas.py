@@ -15,6 +15,9 @@ competed with ours and OpenBLAS's for the two cores: measured in the small GPT's
 torch that way (3 runs) against 1.22x split over our threads (1 run); TINYGRAD_REASON_MKL_LAYER=intel
 keeps MKL's own threads.
 
+Vector math: while MKL is on, the float32 exact-erf GELU and erf kernels take their normal CDF,
+exp and erf from MKL's VML, one vectorized pass each (vml.py).
+
 Packed weights (batched decoding): inside `packed_weights(model)`, which sampling.generate enters
 for every call, a linear layer fed 2-64 rows on one thread multiplies by an MKL-packed copy of its
 weight (cblas_sgemm_pack / cblas_sgemm_compute), made on the weight's second such product and freed
@@ -56,7 +59,8 @@ def _candidates(path: str | None) -> list[str]:
 
 
 def use_mkl(path: str | None = None) -> str:
-    """Route large GEMMs to MKL; returns the library's path. A clear error when it cannot be loaded."""
+    """Route large GEMMs to MKL, and the float32 GELU / erf kernels' CDF, exp and erf to its VML;
+    returns the library's path. A clear error when it cannot be loaded."""
     global _lib
     tried = []
     for candidate in _candidates(path):
