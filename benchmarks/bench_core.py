@@ -9,6 +9,10 @@ the framework: Python dispatch, graph recording, the backward engine.
 Part b) forward+backward of a 2-layer MLP at sizes where matmuls dominate: ms per step and the
 achieved GFLOP/s of the matmuls (both frameworks end in a BLAS GEMM, so the ratio shows how much
 the rest costs).
+Part c) the exact-erf GELU kernel on a decode step's, a prompt's and a training step's shapes (the
+small GPT's MLP: 16, 512 and 4096 rows of 1536): forward alone, and forward with its derivative plus
+the backward multiply against torch's gelu + gelu_backward. `--blas mkl` puts ours on MKL (the
+[mkl] extra), whose VML then computes GELU's normal CDF and exp.
 
 Every measurement prints one JSON line (grep '^{') and the end prints a readable table. See README.md.
 """
@@ -24,7 +28,9 @@ parser.add_argument("--act", choices=("gelu", "relu"), default=None,
 parser.add_argument("--omp-passive", action="store_true",
                     help="OMP_WAIT_POLICY=PASSIVE: torch's idle OpenMP threads sleep instead of spinning "
                          "(fairer to numpy's BLAS threads in part b, but adds a wake-up to torch's small ops)")
-parser.add_argument("--only", choices=("ops", "mlp"), default=None, help="run one part only")
+parser.add_argument("--only", choices=("ops", "mlp", "kernels"), default=None, help="run one part only")
+parser.add_argument("--blas", choices=("numpy", "mkl"), default="numpy",
+                    help="ours on NumPy's OpenBLAS, or on MKL (needs the [mkl] extra)")
 args = parser.parse_args()
 
 # Thread counts must be fixed before numpy (OpenBLAS) and torch (OpenMP / MKL) are imported.
@@ -46,6 +52,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import tinygrad_reason as tg  # noqa: E402
 
 torch.set_num_threads(args.threads)
+if args.blas == "mkl":
+    tg.use_mkl()
 try:
     torch.set_num_interop_threads(1)
 except RuntimeError:
@@ -206,6 +214,30 @@ def gemm_floor(batch, d_in, d_hid, d_out, quick):
            torch_gflops=round(flops / theirs / 1e9, 1))
 
 
+# ---------------------------------------------------------------- c) the GELU kernel
+def gelu_kernel(quick):
+    from tinygrad_reason.ops import kernels
+    rng = np.random.default_rng(0)
+    repeats, warmup = (5, 2) if quick else (15, 5)
+    for rows in (16, 512) if quick else (16, 512, 4096):
+        x = rng.standard_normal((rows, 1536)).astype(np.float32)
+        g = rng.standard_normal(x.shape).astype(np.float32)
+        xt, gt = torch.from_numpy(x), torch.from_numpy(g)
+        fwd = bench_pair(lambda: kernels.gelu_forward(x), lambda: torch.nn.functional.gelu(xt),
+                         repeats, None, warmup)
+        record(f"gelu fwd {rows}x1536", "us", fwd[0] * 1e6, fwd[1] * 1e6)
+
+        def train_ours():                      # what a training step runs: keep the derivative, then g * it
+            _, derivative = kernels.gelu_forward_and_derivative(x)
+            return g * derivative
+
+        def train_torch():
+            torch.nn.functional.gelu(xt)
+            return torch.ops.aten.gelu_backward(gt, xt)
+        both = bench_pair(train_ours, train_torch, repeats, None, warmup)
+        record(f"gelu fwd+bwd {rows}x1536", "us", both[0] * 1e6, both[1] * 1e6)
+
+
 def load_note() -> str:
     load = os.getloadavg()[0]
     busy = load > args.threads + 0.5
@@ -215,7 +247,7 @@ def load_note() -> str:
 def main():
     print(f"# tinygrad_reason {tg.__version__} | numpy {np.__version__} | torch {torch.__version__} | "
           f"python {platform.python_version()} | {platform.machine()} {os.cpu_count()} cpus")
-    print(f"# threads {args.threads}: torch.get_num_threads()={torch.get_num_threads()}, "
+    print(f"# threads {args.threads}, ours on {args.blas}: torch.get_num_threads()={torch.get_num_threads()}, "
           f"OpenBLAS reports {openblas_threads()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
           f"quick={args.quick}, {load_note()}", flush=True)
     if args.only in (None, "ops"):
@@ -227,6 +259,8 @@ def main():
             gemm_floor(*size, args.quick)
             for act in ([args.act] if args.act else ["relu", "gelu"]):
                 mlp(*size, act, args.quick)
+    if args.only in (None, "kernels"):
+        gelu_kernel(args.quick)
 
     print(f"\n# at the end: {load_note()}")
     print(f"{'measurement':<34}{'ours':>12}{'torch':>12}{'ours/torch':>12}   extra")

@@ -57,3 +57,10 @@ def test_bench_generate_tiny_same_tokens():
 def test_bench_blas_tiny_without_mkl():
     (row,) = _run("bench_blas.py", "--config", "tiny", "--threads", "1", "--repeats", "1")
     assert row["numpy_ms"] > 0 and row["torch_ms"] > 0 and "mkl_ctypes_ms" not in row
+
+
+def test_bench_core_gelu_kernel_quick():
+    rows = _run("bench_core.py", "--only", "kernels", "--quick", "--threads", "1")
+    assert [r["name"] for r in rows] == ["gelu fwd 16x1536", "gelu fwd+bwd 16x1536",
+                                         "gelu fwd 512x1536", "gelu fwd+bwd 512x1536"]
+    assert all(r["ours_us"] > 0 and r["torch_us"] > 0 for r in rows)
