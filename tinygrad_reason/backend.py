@@ -227,7 +227,8 @@ def erf(x):
     NumPy has no erf, and SciPy is not a dependency. float64 (the dtype of gradient checks)
     gets the exact libm value element by element; float32 gets Abramowitz & Stegun 7.1.26,
     whose absolute error (<1.5e-7) is below float32 resolution near 1, evaluated over cache-sized
-    chunks by ops/kernels.py (float16 goes through float32; integers get float64).
+    chunks by ops/kernels.py, or MKL's vmsErf while MKL is on (float16 goes through float32;
+    integers get float64).
     """
     xp = get_array_module(x)
     if xp is not np:
