@@ -18,7 +18,7 @@ import numpy as np
 from . import blas
 
 _HIGH_ACCURACY_NO_ERRORS = 0x2 | 0x2000     # VML_HA | VML_ERRMODE_NOERR (mkl_vml_defines.h)
-_bound: dict = {}                           # (library, name) -> the ctypes function
+_bound: dict = {}                           # (library, symbol) -> fn(a, out), made once
 
 
 def function(name: str, dtype):
@@ -29,12 +29,15 @@ def function(name: str, dtype):
     if lib is None or dtype not in (np.float32, np.float64):
         return None
     symbol = ("vms" if dtype == np.float32 else "vmd") + name
-    raw = _bound.get((id(lib), symbol))
-    if raw is None:
-        raw = getattr(lib, symbol)
-        raw.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
-        raw.restype = None
-        _bound[(id(lib), symbol)] = raw
+    fn = _bound.get((id(lib), symbol))
+    if fn is None:
+        fn = _bound[(id(lib), symbol)] = _bind(getattr(lib, symbol), symbol)
+    return fn
+
+
+def _bind(raw, symbol: str):
+    raw.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+    raw.restype = None
 
     def apply(a, out) -> None:                 # ctypes releases the GIL: chunks run on our threads
         if a.size >= 2 ** 31:                  # VML counts in a 32-bit int: callers pass chunks
