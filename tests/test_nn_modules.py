@@ -278,6 +278,32 @@ def test_rmsnorm_matches_torch():
     close(rn(tg.Tensor(x)), want)
 
 
+@pytest.mark.parametrize("kind", ["layer_norm", "layer_norm_no_bias", "layer_norm_bare", "rms_norm", "rms_norm_bare"])
+def test_norm_inference_path_equals_training_path(kind):
+    """Under no_grad the norms skip the saved xhat and normalize in the output: the same float32 bits
+    as with grad on, over rows spanning several chunks (parallel_units), and torch's values."""
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((3, 200, 384)) * 3 + 1).astype(np.float32)     # 600 rows: 4 chunks
+    w, b = rng.standard_normal(384).astype(np.float32), rng.standard_normal(384).astype(np.float32)
+    weight = None if kind.endswith("bare") else tg.Tensor(w, requires_grad=True)
+    bias = tg.Tensor(b, requires_grad=True) if kind == "layer_norm" else None
+    if kind.startswith("layer_norm"):
+        run = lambda t: tg.functional.layer_norm(t, weight, bias, 1e-5)  # noqa: E731
+        want = TF.layer_norm(torch.tensor(x), (384,), None if weight is None else torch.tensor(w),
+                             None if bias is None else torch.tensor(b), 1e-5)
+    else:
+        run = lambda t: tg.functional.rms_norm(t, weight, 1e-6)  # noqa: E731
+        want = TF.rms_norm(torch.tensor(x), (384,), None if weight is None else torch.tensor(w), 1e-6)
+    xt = tg.Tensor(x, requires_grad=True)
+    trained = run(xt)
+    trained.sum().backward()                     # the training path's saved xhat is whole and used
+    assert xt.grad is not None
+    with tg.no_grad():
+        inferred = run(tg.Tensor(x))
+    assert inferred.numpy().tobytes() == trained.numpy().tobytes()
+    np.testing.assert_allclose(inferred.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_mlp_matches_torch():
     rng = np.random.default_rng(4)
     mlp = MLP(6, 10)

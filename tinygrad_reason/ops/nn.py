@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from ..tensor import Function, Tensor
+from ..tensor import Function, Tensor, is_grad_enabled
 from .elementwise import exp
 from .kernels import parallel_units
 from .movement import getitem
@@ -167,7 +167,8 @@ class LayerNorm(Function):
 
     d/dx = rstd * (gw - mean(gw) - xhat * mean(gw * xhat)), gw = g * weight.
     Rows run in cache-sized chunks over our threads (parallel_units); the row means are
-    matrix-vector products (sum_j g_ij w_j / d is g @ w / d), so they run in BLAS.
+    matrix-vector products (sum_j g_ij w_j / d is g @ w / d), so they run in BLAS. The forward
+    keeps xhat for backward only while grad mode is on; inference normalizes in the output.
     """
     once_differentiable = True
 
@@ -177,22 +178,25 @@ class LayerNorm(Function):
         b = params[-1] if has_bias else None
         dim = x.shape[-1]
         x2 = x.reshape(-1, dim)
-        xhat = xp.empty(x2.shape, dtype=x.dtype)
         out = xp.empty(x2.shape, dtype=x.dtype)
+        xhat = xp.empty(x2.shape, dtype=x.dtype) if is_grad_enabled() else None
         rstd = xp.empty((x2.shape[0], 1), dtype=x.dtype)
         mean_vec = xp.full(dim, 1.0 / max(dim, 1), dtype=x.dtype)
 
         def work(lo, hi, scratch):
-            xh, sq = xhat[lo:hi], scratch((hi - lo, dim))
+            xh = xhat[lo:hi] if xhat is not None else out[lo:hi]
             xp.subtract(x2[lo:hi], (x2[lo:hi] @ mean_vec)[:, None], out=xh)
+            sq, r = scratch((hi - lo, dim)), rstd[lo:hi]
             xp.multiply(xh, xh, out=sq)
-            r = rstd[lo:hi]
-            xp.matmul(sq, mean_vec, out=r[:, 0])
+            xp.matmul(sq, mean_vec, out=r[:, 0])        # BLAS's blocked sum: more accurate than einsum's
             r += eps
             xp.sqrt(r, out=r)
             xp.reciprocal(r, out=r)
             xh *= r                                     # xhat
-            if w is not None:
+            if xhat is None:                            # inference: xh is the output
+                if w is not None:
+                    xh *= w
+            elif w is not None:
                 xp.multiply(xh, w, out=out[lo:hi])
             else:
                 out[lo:hi] = xh
@@ -212,7 +216,8 @@ class LayerNorm(Function):
 class RMSNorm(Function):
     """x / sqrt(mean(x^2) + eps) * weight over the last axis.
 
-    d/dx = rstd * (gw - xhat * mean(gw * xhat)), gw = g * weight. Chunked like LayerNorm.
+    d/dx = rstd * (gw - xhat * mean(gw * xhat)), gw = g * weight. Chunked like LayerNorm, and like
+    it keeps xhat only while grad mode is on.
     """
     once_differentiable = True
 
@@ -221,8 +226,8 @@ class RMSNorm(Function):
         w = params[0] if has_weight else None
         dim = x.shape[-1]
         x2 = x.reshape(-1, dim)
-        xhat = xp.empty(x2.shape, dtype=x.dtype)
-        out = xp.empty(x2.shape, dtype=x.dtype) if w is not None else xhat
+        out = xp.empty(x2.shape, dtype=x.dtype)
+        xhat = xp.empty(x2.shape, dtype=x.dtype) if is_grad_enabled() and w is not None else out
         rstd = xp.empty((x2.shape[0], 1), dtype=x.dtype)
         mean_vec = xp.full(dim, 1.0 / max(dim, 1), dtype=x.dtype)
 
@@ -235,7 +240,7 @@ class RMSNorm(Function):
             xp.reciprocal(r, out=r)
             xp.multiply(xc, r, out=xh)
             if w is not None:
-                xp.multiply(xh, w, out=out[lo:hi])
+                xp.multiply(xh, w, out=out[lo:hi])      # in place when xh is the output
 
         parallel_units(x2.shape[0], dim, ROW_CHUNK_ELEMENTS, work, xp, x.dtype)
         self.xhat, self.rstd, self.w = xhat, rstd, w
