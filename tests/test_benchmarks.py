@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from tinygrad_reason import allocator
+
 pytest.importorskip("torch")
 
 BENCH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks")
@@ -64,3 +66,13 @@ def test_bench_core_gelu_kernel_quick():
     assert [r["name"] for r in rows] == ["gelu fwd 16x1536", "gelu fwd+bwd 16x1536",
                                          "gelu fwd 512x1536", "gelu fwd+bwd 512x1536"]
     assert all(r["ours_us"] > 0 and r["torch_us"] > 0 for r in rows)
+
+
+@pytest.mark.skipif(not allocator.is_glibc(), reason="the malloc settings exist only in glibc")
+def test_bench_malloc_tiny_both_settings():
+    rows = _run("bench_malloc.py", "--config", "tiny", "--threads", "1", "--steps", "1", "--warmup", "1",
+                "--rounds", "1")
+    per_child, summary = rows[:-1], rows[-1]
+    assert sorted(r["malloc"] for r in per_child) == ["reuse", "system"]
+    assert all(r["ms"] > 0 and r["max_rss_mib"] > 0 for r in per_child)
+    assert summary["ratio_reuse_over_system"] > 0

@@ -1,4 +1,6 @@
 """tinygrad_reason: a reasoning-LLM stack on an autograd engine of its own (NumPy / CuPy)."""
+from . import allocator
+allocator.apply_default()   # glibc malloc keeps freed memory for the next step (allocator.py)
 from . import functional  # noqa: F401
 from .backend import cuda_available, manual_seed, set_num_threads  # noqa: F401
 from .blas import mkl_enabled, use_mkl, use_numpy_blas  # noqa: F401
