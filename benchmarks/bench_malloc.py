@@ -55,9 +55,9 @@ def child(config: str, steps: int, warmup: int, data_parallel: bool) -> dict:
 
 def run_child(setting: str, args) -> dict:
     env = dict(os.environ, TINYGRAD_REASON_MALLOC=setting)
-    code = (f"import sys, json; sys.path.insert(0, {HERE!r}); import bench_train; bench_train._set_threads({args.threads});"
-            f"import bench_malloc; print(json.dumps(bench_malloc.child({args.config!r}, {args.steps}, {args.warmup},"
-            f" {args.parallel == 'data'})))")
+    call = f"bench_malloc.child({args.config!r}, {args.steps}, {args.warmup}, {args.parallel == 'data'})"
+    code = (f"import sys, json; sys.path.insert(0, {HERE!r}); import bench_train, bench_malloc;"
+            f"bench_train._set_threads({args.threads}); print(json.dumps({call}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"bench_malloc: the {setting} child failed:\n{out.stderr[-2000:]}")

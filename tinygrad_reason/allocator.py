@@ -5,13 +5,13 @@ mmap threshold is a fresh mapping that is unmapped when freed, and free memory a
 heap beyond its trim threshold goes back to the kernel; both thresholds adapt as the process runs
 (128 KiB at start). A training step allocates and frees the same activations every time, so
 memory handed back at the end of one step is faulted in again, a 4 KiB page at a time, in the
-next. Measured on the 2-core development machine (one thread, our model alone in the process):
+next. Measured on the 2-core development machine, our model alone in the process:
 
 - `python benchmarks/bench_malloc.py --config tiny --threads 1` (the tiny GPT: d 128, 4 layers,
-  batch 32 x 64; 3 rounds): 205 ms a step against 265 ms with glibc's defaults, which faulted 23.6K
-  pages a step and spent 48 ms of system time on them (~2 us a page; 0.5 ms here). Data-parallel on 2 threads
-  (`--threads 2 --parallel data`): 189 vs 283 ms. Small (`--config small --steps 3 --rounds 2`):
-  3469 vs 4143 ms, 42 vs 245 ms of system time a step;
+  batch 32 x 64; 3 rounds): 205 ms a step against 265 ms with glibc's defaults, which faulted
+  23.6K pages a step and spent 48 ms of system time on them (~2 us a page; 0.5 ms here).
+  Data-parallel on 2 threads (`--threads 2 --parallel data`): 189 vs 283 ms. Small, one thread
+  (`--config small --steps 3 --rounds 2`): 3469 vs 4143 ms, 42 vs 245 ms of system time a step;
 - peak memory did not change (maximum resident set 169.9 vs 169.6 MiB tiny, 1412 vs 1410 MiB small):
   the memory kept is what the next step uses anyway.
 
