@@ -337,6 +337,22 @@ def test_missing_run_directory(tmp_path):
     assert not (tmp_path / "none").exists()
 
 
+def test_eval_builds_test_and_ood_without_the_train_split():
+    cfg = cli.load_config(None, TINY)
+    full, held_out = cli.build_splits(cfg), cli.build_splits(cfg, with_train=False)
+    assert held_out["train"] == [] and len(full["train"]) == 200
+    for split in ("test", "ood"):   # drawn before train, so the same problems either way
+        assert [(r.question, r.steps, r.answer) for r in held_out[split]] == \
+            [(r.question, r.steps, r.answer) for r in full[split]]
+
+
+def test_eval_on_the_train_split(run_dir):
+    out, _ = run_dir
+    rc, stdout, stderr = run_main(["eval", "--run", str(out), "--split", "train", "--n", "2"])
+    assert rc == 0, stderr
+    assert "| greedy | train |" in stdout and json.loads((out / "eval-train.json").read_text())["n"] == 2
+
+
 def test_eval_bad_split(run_dir):
     rc, _, err = run_main(["eval", "--run", str(run_dir[0]), "--split", "validation"])
     assert_clean_error(rc, err, "--split must be one of")
