@@ -346,6 +346,12 @@ def test_eval_builds_test_and_ood_without_the_train_split():
             [(r.question, r.steps, r.answer) for r in full[split]]
 
 
+def test_load_run_splits_choice(run_dir):
+    assert cli.load_run(str(run_dir[0]), splits="none")[3] is None
+    with pytest.raises(ValueError, match="load_run: splits must be 'all', 'eval' or 'none', got 'some'"):
+        cli.load_run(str(run_dir[0]), splits="some")
+
+
 def test_eval_on_the_train_split(run_dir):
     out, _ = run_dir
     rc, stdout, stderr = run_main(["eval", "--run", str(out), "--split", "train", "--n", "2"])

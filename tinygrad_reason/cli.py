@@ -215,6 +215,8 @@ def load_run(run: str, splits: str = "eval"):
     "eval" (test and OOD only; train comes back empty) or "none" (None)."""
     from .checkpoint import load_checkpoint
     from .tokenizer import Tokenizer
+    if splits not in ("all", "eval", "none"):
+        raise ValueError(f"load_run: splits must be 'all', 'eval' or 'none', got {splits!r}")
     for name in ("config.json", "tokenizer.json", os.path.join("checkpoint", "checkpoint.json")):
         if not os.path.exists(os.path.join(run, name)):
             raise CLIError(f"run directory {run}: {name} is missing (train first: tinygrad-reason train --out {run})")
