@@ -296,8 +296,9 @@ def cmd_eval(args) -> None:
         raise CLIError(f"--temperature must be > 0, got {args.temperature}")
     if args.threads is not None:
         _setup_threads({"threads": args.threads})
-    if args.split not in ("train", "test", "ood"):
-        raise CLIError(f"--split must be one of ['ood', 'test', 'train'], got {args.split!r}")
+    splits_known = ("ood", "test", "train")           # make_splits' keys
+    if args.split not in splits_known:
+        raise CLIError(f"--split must be one of {list(splits_known)}, got {args.split!r}")
     cfg, tok, model, splits = load_run(args.run, splits="all" if args.split == "train" else "eval")
     records = splits[args.split][:args.n] if args.n else splits[args.split]
     if specs is not None:
