@@ -658,3 +658,20 @@ def test_backward_steps_lazy_until_consumed():
     for _ in walk:
         pass
     assert x.grad is not None and w.grad is not None
+
+
+@pytest.mark.parametrize("table, ids", [
+    ((50, 16), np.random.default_rng(0).integers(0, 50, size=(8, 64))),           # an embedding's backward
+    ((7, 3, 2), np.array([[-1, 0, 6], [6, -7, 3]])),                                # negative ids, 3-d table
+    ((5, 4), np.array([4, 4, 4, 0], dtype=np.uint8)),                             # unsigned ids
+    ((5, 4), np.zeros((0,), dtype=np.int64)),                                     # no ids
+])
+def test_row_scatter_add_is_np_add_at_bit_for_bit(table, ids):
+    # getitem's backward with one integer array on axis 0 flattens to np.add.at's 1-d fast path:
+    # the same float32 additions in the same order as np.add.at on the table
+    g = np.random.default_rng(1).standard_normal(ids.shape + table[1:]).astype(np.float32) * 1e3
+    x = Tensor(np.zeros(table, dtype=np.float32), requires_grad=True)
+    x[ids].backward(Tensor(g))
+    expected = np.zeros(table, dtype=np.float32)
+    np.add.at(expected, ids, g)
+    assert x.grad.numpy().tobytes() == expected.tobytes()

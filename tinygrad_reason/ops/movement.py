@@ -3,6 +3,8 @@ scatter-add, concatenate, pad, device copies (and squeeze / unsqueeze / stack / 
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import backend
@@ -88,6 +90,8 @@ class ScatterAdd(Function):
         out = xp.zeros(shape, dtype=g.dtype)
         if not repeats:
             out[index] = g                      # slices and masks touch each position at most once
+        elif xp is np and _rows_of_vectors(index, shape):
+            _scatter_add_rows(out, index[0], g)
         elif xp is np:
             np.add.at(out, index, g)
         else:
@@ -97,6 +101,24 @@ class ScatterAdd(Function):
 
     def backward(self, gg):
         return GetItem.apply(gg, index=self.index)
+
+
+def _rows_of_vectors(index, shape) -> bool:
+    """An embedding's backward: one integer array picking rows of vectors (index (ids,), shape (V, d, ...))."""
+    return (len(index) == 1 and isinstance(index[0], np.ndarray) and index[0].dtype.kind in "iu"
+            and len(shape) >= 2)
+
+
+def _scatter_add_rows(out, rows, g) -> None:
+    """out[rows] += g with repeated rows adding up: np.add.at(out, rows, g), the same additions in the
+    same order, faster. On (V, d) np.add.at takes its general path, row by row; on the flat (V d,) view
+    with each element's flat index it takes its 1-d fast path. One thread, a 2048 x 128 gradient into
+    128 rows: 1.6-2.9 ms -> 0.5-0.6 ms; 4096 x 384 into 4096 rows: 10.7-17.7 -> 4.4-5.5 ms."""
+    width = math.prod(out.shape[1:])
+    ids = rows.reshape(-1).astype(np.intp)                  # intp: ids * width must not overflow
+    # a negative id -k gives flat indices k rows before the end: the row x[-k] picks
+    flat = np.add.outer(ids * width, np.arange(width, dtype=np.intp)).reshape(-1)
+    np.add.at(out.reshape(-1), flat, g.reshape(-1))
 
 
 class Concatenate(Function):
