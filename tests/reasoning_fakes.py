@@ -11,6 +11,16 @@ import numpy as np
 from tinygrad_reason.tensor import Tensor
 
 
+class ScriptedCache:
+    """The tokens fed so far, per batch row (the KV cache's interface: keep_rows drops finished rows)."""
+
+    def __init__(self, batch: int):
+        self.ids = np.zeros((batch, 0), dtype=np.int64)
+
+    def keep_rows(self, rows, filled: int) -> None:
+        self.ids = self.ids[np.asarray(rows), :filled]
+
+
 class ScriptedModel:
     training = False
 
@@ -29,15 +39,15 @@ class ScriptedModel:
         return self
 
     def new_cache(self, batch, max_len=None):
-        return {"ids": np.zeros((batch, 0), dtype=np.int64)}
+        return ScriptedCache(batch)
 
     def hidden_states(self, ids, pad_mask=None, cache=None, start=0, positions=None):
         """Returns the logits themselves as the 'hidden state' (logits() is the identity)."""
         self.forwards += 1
         ids = np.asarray(ids, dtype=np.int64)
-        full = ids if cache is None else np.concatenate([cache["ids"], ids], axis=1)
+        full = ids if cache is None else np.concatenate([cache.ids, ids], axis=1)
         if cache is not None:
-            cache["ids"] = full
+            cache.ids = full
         b, t = ids.shape
         offset = full.shape[1] - t
         out = np.zeros((b, t, self.cfg.vocab_size))

@@ -336,6 +336,61 @@ def test_generate_stream_yields_lazily_the_same_tokens():
         assert list(generate_stream(m, PROMPTS[0], g)) == generate(m, [PROMPTS[0]], g).tokens[0]
 
 
+@pytest.mark.parametrize("name", ["llama", "gpt"])
+@pytest.mark.parametrize("settings", [dict(temperature=1.0), dict(temperature=0.0),
+                                      dict(temperature=0.9, repetition_penalty=1.5, no_repeat_ngram_size=2)])
+def test_finished_rows_leave_the_batch_with_the_same_results(name, settings, monkeypatch):
+    """Rows that stop early are dropped from the batch and its KV cache; every row's tokens and
+    log-probs stay those of the one-at-a-time reference, and of decoding with every row kept."""
+    from tinygrad_reason.reasoning import sampling
+    model = model_for(name)
+    prompts = PROMPTS * 2                                    # 10 rows, left-padded, ending apart
+    stops = (4, 33, 7, 12, 20, 41)
+    if settings["temperature"] == 0.0:                       # greedy: stop on tokens it writes mid-way
+        probe = generate(model, prompts, SamplingConfig(max_new_tokens=16, **settings)).tokens
+        stops = (probe[0][3], probe[2][6])
+    cfg = SamplingConfig(max_new_tokens=16, stop_ids=stops, seed=11, **settings)
+    widths = []
+    real = model.hidden_states
+    model.hidden_states = lambda *a, **k: (widths.append(a[0].shape[0]), real(*a, **k))[1]
+    try:
+        res = generate(model, prompts, cfg, row_seeds=list(range(10)))
+        dropped_widths = widths[:]
+        widths.clear()
+        monkeypatch.setattr(sampling, "COMPACT_AT", 0.0)     # never compact
+        kept = generate(model, prompts, cfg, row_seeds=list(range(10)))
+    finally:
+        del model.hidden_states
+    assert "stop" in res.finish_reasons
+    assert dropped_widths[0] == 10 and min(dropped_widths) < 10, "the batch shrank"
+    assert dropped_widths == sorted(dropped_widths, reverse=True)
+    assert set(widths) == {10}, "with COMPACT_AT = 0 every row stays"
+    assert_matches_reference(res, reference(model, prompts, cfg, row_seeds=list(range(10))), name)
+    assert res.tokens == kept.tokens and res.finish_reasons == kept.finish_reasons
+    for a, b in zip(res.logprobs, kept.logprobs):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_kv_cache_keep_rows_copies_the_filled_part_of_the_kept_rows():
+    model = model_for("gpt")
+    cache = model.new_cache(3, 8)
+    rng = np.random.default_rng(0)
+    for layer in range(len(cache.k)):
+        cache.k[layer][...] = rng.standard_normal(cache.k[layer].shape)
+        cache.v[layer][...] = rng.standard_normal(cache.v[layer].shape)
+    before_k, before_v = [k.copy() for k in cache.k], [v.copy() for v in cache.v]
+    cache.keep_rows(np.array([2, 0]), filled=5)
+    assert cache.batch == 2
+    for layer in range(len(cache.k)):
+        assert cache.k[layer].shape == (2,) + before_k[layer].shape[1:]
+        np.testing.assert_array_equal(cache.k[layer][:, :, :5], before_k[layer][[2, 0], :, :5])
+        np.testing.assert_array_equal(cache.v[layer][:, :, :5], before_v[layer][[2, 0], :, :5])
+    with pytest.raises(ValueError, match="rows must be 1-d indices into the batch of 2"):
+        cache.keep_rows(np.array([2]), filled=5)
+    with pytest.raises(ValueError, match="filled 9 is outside"):
+        cache.keep_rows(np.array([0]), filled=9)
+
+
 def test_context_length_and_zero_budget():
     model = model_for("llama")
     res = generate(model, [[1] * (CTX - 3), [2, 3]], SamplingConfig(temperature=0, max_new_tokens=10))

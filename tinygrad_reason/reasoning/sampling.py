@@ -32,8 +32,11 @@ so it can always be re-scored in one forward. In a mixed-length batch every row'
 max_new_tokens and the context limit.
 
 Stopping: a row finishes when it samples a stop id (the stop token IS included in its tokens and
-log-probs, finish reason 'stop'), or reaches its budget ('length'). Finished rows keep being fed
-`pad_id` (masked from attention) until every row is done; their reported tokens stop changing.
+log-probs, finish reason 'stop'), or reaches its budget ('length'); its reported tokens stop changing.
+Finished rows leave the batch: after a step that leaves at most COMPACT_AT (3/4) of the batch's rows
+active, the batch and its KV cache are cut down to the active rows (one copy of the filled part of
+the cache), so rows that run long do not make the batch keep paying for the ones that ended. Until
+then a finished row is fed `pad_id`, masked from attention.
 
 Tools (token-level hook; `generate(..., tool=fn)` / `generate_stream(..., tool=fn)`). After every
 SAMPLED token of an active row that did not end, `fn(generated)` is called with that row's generated
@@ -289,6 +292,9 @@ def sample_from_logits(logits, cfg: SamplingConfig, rng, seen=None, banned=None)
 
 
 # ---------------------------------------------------------------- decoding
+COMPACT_AT = 0.75     # drop the finished rows from the batch once at most this fraction of it is active
+
+
 @dataclass
 class GenerationResult:
     """Per row: generated tokens (stop token included), their log-probs under the model
@@ -363,8 +369,8 @@ def _check_prompts(model, prompts, cfg) -> list[list[int]]:
 
 def _decode(model, prompts: list[list[int]], cfg: SamplingConfig, rngs, tool=None) -> Iterator[tuple]:
     """Decode one batch on one KV cache. Yields per step (Sample, active-before-step (B,) bool,
-    finished-this-step reasons dict row -> reason, forced-this-step (B,) bool). Prompts must be safe
-    to left-pad together. `tool`: see the module docstring."""
+    finished-this-step reasons dict row -> reason, forced-this-step (B,) bool), all per prompt.
+    Prompts must be safe to left-pad together. `tool`: see the module docstring."""
     b = len(prompts)
     vocab, ctx = model.cfg.vocab_size, model.cfg.context_length
     lens = np.array([len(p) for p in prompts])
@@ -387,8 +393,9 @@ def _decode(model, prompts: list[list[int]], cfg: SamplingConfig, rngs, tool=Non
         seen = np.zeros((b, vocab), dtype=bool)
         for i, p in enumerate(prompts):
             seen[i, p] = True
-    active = np.ones(b, dtype=bool)
+    active = np.ones(b, dtype=bool)                                     # per prompt
     pending = [[] for _ in range(b)]                                    # tokens a tool forces next
+    rows = np.arange(b)         # the prompt of each row still in the batch (and in the cache)
 
     pos, feed = 0, ids
     for step in range(budget):
@@ -399,45 +406,63 @@ def _decode(model, prompts: list[list[int]], cfg: SamplingConfig, rngs, tool=Non
         pos += feed.shape[1]
         banned = None
         if cfg.no_repeat_ngram_size > 0:
-            banned = np.stack([ngram_bans(history[i], cfg.no_repeat_ngram_size, vocab) for i in range(b)])
-        s = sample_from_logits(logits, cfg, rngs, seen, banned)
-        forced = np.zeros(b, dtype=bool)
-        if tool is not None and any(pending[i] for i in np.nonzero(active)[0]):
+            banned = np.stack([ngram_bans(history[i], cfg.no_repeat_ngram_size, vocab) for i in rows])
+        s = sample_from_logits(logits, cfg, [rngs[i] for i in rows], seen, banned)
+        live = np.nonzero(active[rows])[0]                              # batch rows still decoding
+        forced = np.zeros(len(rows), dtype=bool)
+        if tool is not None and any(pending[rows[r]] for r in live):
             fids, flp, fslp = s.ids.copy(), s.logprobs.copy(), s.sample_logprobs.copy()
             model_lp = log_softmax(logits)
-            for i in np.nonzero(active)[0]:
-                if pending[i]:
-                    t = pending[i].pop(0)
-                    fids[i], flp[i], fslp[i], forced[i] = t, model_lp[i, t], 0.0, True
+            for r in live:
+                if pending[rows[r]]:
+                    t = pending[rows[r]].pop(0)
+                    fids[r], flp[r], fslp[r], forced[r] = t, model_lp[r, t], 0.0, True
             s = Sample(fids, flp, fslp)
         ended = {}
-        for i in np.nonzero(active)[0]:
-            tok = int(s.ids[i])
+        for r in live:
+            i, tok = int(rows[r]), int(s.ids[r])
             history[i].append(tok)
             if seen is not None:
-                seen[i, tok] = True
+                seen[r, tok] = True
             if tok in cfg.stop_ids:
-                ended[int(i)] = "stop"
+                ended[i] = "stop"
             elif step == budget - 1:
-                ended[int(i)] = "length"
-            elif tool is not None and not forced[i] and not pending[i]:
+                ended[i] = "length"
+            elif tool is not None and not forced[r] and not pending[i]:
                 out = tool(history[i][int(lens[i]):])
                 if out:
                     out = [int(t) for t in out]
                     if min(out) < 0 or max(out) >= vocab:
                         raise ValueError(f"generate: the tool forced a token id outside the vocabulary [0, {vocab})")
                     pending[i] = out
-        yield s, active.copy(), ended, forced
+        per_prompt, forced_per_prompt = _per_prompt(s, forced, rows, b, cfg.pad_id)
+        yield per_prompt, active.copy(), ended, forced_per_prompt
         for i in ended:
             active[i] = False
         if not active.any():
             return
-        feed = np.where(active, s.ids, cfg.pad_id)[:, None]
+        still = active[rows]
+        feed = np.where(still, s.ids, cfg.pad_id)[:, None]
         positions = np.minimum(count, ctx - 1)[:, None]
-        count = count + active
+        count = count + still
         if pos < mask.shape[1]:
-            mask[:, pos] = active
-            padded = padded or not active.all()
+            mask[:, pos] = still
+            padded = padded or not still.all()
+        if still.sum() <= COMPACT_AT * len(rows):
+            # the finished rows leave the batch and the cache: later steps do only the live rows' work
+            keep = np.nonzero(still)[0]
+            rows, feed, positions, count, mask = rows[keep], feed[keep], positions[keep], count[keep], mask[keep]
+            seen = None if seen is None else seen[keep]
+            cache.keep_rows(keep, pos)
+            padded = not mask[:, :pos + 1].all()
+
+
+def _per_prompt(s: Sample, forced, rows, b: int, pad_id: int) -> tuple[Sample, np.ndarray]:
+    """A step's Sample and forced flags for the batch's rows, laid out per prompt (B,): prompts no
+    longer in the batch get pad_id, log-prob 0 and not forced."""
+    ids, lp, slp, f = np.full(b, pad_id, dtype=np.int64), np.zeros(b), np.zeros(b), np.zeros(b, dtype=bool)
+    ids[rows], lp[rows], slp[rows], f[rows] = s.ids, s.logprobs, s.sample_logprobs, forced
+    return Sample(ids, lp, slp), f
 
 
 def generate_stream(model, prompt_ids: Sequence[int], cfg: SamplingConfig, row_seed: int = 0,
