@@ -348,3 +348,35 @@ def test_the_gpt_config_takes_the_packed_path_and_llama_does_not():
     gpt_ops, llama_ops = _op_names(gpt.loss(ids, ids)), _op_names(llama.loss(ids, ids))
     assert "PackedAttention" in gpt_ops and "Attention" not in gpt_ops
     assert "Attention" in llama_ops and "PackedAttention" not in llama_ops
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("heads, kv_heads", [(4, 4), (4, 2), (6, 1)])
+@pytest.mark.parametrize("mask", ["none", "padding", "a row sees nothing", "one mask for all rows"])
+def test_one_query_without_a_graph_equals_the_blocked_path_and_torch(dtype, heads, kv_heads, mask):
+    # a decode step under no_grad takes attention_op._one_query (queries-by-keys scores); the same
+    # inputs with a graph take the blocked path; both equal torch's written-out attention
+    rng = np.random.default_rng(0)
+    b, s, d = 3, 7, 8
+    q = rng.standard_normal((b, heads, 1, d)).astype(dtype)
+    cache_k = rng.standard_normal((b, kv_heads, 10, d)).astype(dtype)   # a cache longer than S: views
+    cache_v = rng.standard_normal((b, kv_heads, 10, d)).astype(dtype)
+    k, v = cache_k[:, :, :s], cache_v[:, :, :s]
+    masked = {"none": None,
+              "padding": np.arange(s)[None, None, None, :] < np.array([0, 2, 5])[:, None, None, None],
+              "a row sees nothing": np.arange(s)[None, None, None, :] < np.array([0, s, 1])[:, None, None, None],
+              "one mask for all rows": (np.arange(s) % 3 == 1)[None, None, None, :]}[mask]
+    called = []
+    real = attention_op._one_query
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(attention_op, "_one_query", lambda *a: called.append(1) or real(*a))
+        with tg.no_grad():
+            fast = F.attention(Tensor(q), Tensor._wrap(k), Tensor._wrap(v), masked).numpy()
+    blocked = F.attention(Tensor(q, requires_grad=True), Tensor._wrap(k), Tensor._wrap(v), masked).numpy()
+    assert called == [1]
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=2e-6, atol=2e-6)
+    np.testing.assert_allclose(fast, blocked, **tol)
+    full = np.zeros((b, 1, 1, s), dtype=bool) if masked is None else np.broadcast_to(masked, (b, 1, 1, s))
+    expect = _torch_attention(*map(torch.from_numpy, (q, np.ascontiguousarray(k), np.ascontiguousarray(v))),
+                              np.array(full)).numpy()           # a row that sees nothing: uniform weights
+    np.testing.assert_allclose(fast, expect, **tol)
