@@ -335,10 +335,11 @@ def row_generators(cfg: SamplingConfig, row_seeds: Sequence[int]) -> list[np.ran
 
 
 @contextlib.contextmanager
-def _inference(model):
+def _inference(model, modules=None):
     """No graph, dropout off; entered around each forward only, so a suspended generator never
-    leaks either mode to its caller."""
-    was_training = [m for m in model.modules() if m.training]
+    leaks either mode to its caller. `modules`: model.modules(), listed once by a caller that enters
+    this every step (walking the module tree took ~0.35 ms a step for a 4-layer GPT)."""
+    was_training = [m for m in (model.modules() if modules is None else modules) if m.training]
     for m in was_training:
         m.training = False
     try:
@@ -397,9 +398,10 @@ def _decode(model, prompts: list[list[int]], cfg: SamplingConfig, rngs, tool=Non
     pending = [[] for _ in range(b)]                                    # tokens a tool forces next
     rows = np.arange(b)         # the prompt of each row still in the batch (and in the cache)
 
+    modules = model.modules()
     pos, feed = 0, ids
     for step in range(budget):
-        with _inference(model):
+        with _inference(model, modules):
             h = model.hidden_states(feed, pad_mask=mask[:, :pos + feed.shape[1]] if padded else None,
                                     cache=cache, start=pos, positions=positions)
             logits = model.logits(Tensor._wrap(h.data[:, -1:])).data[:, 0]
