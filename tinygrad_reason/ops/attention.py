@@ -10,8 +10,9 @@ k or v per query head), and dk, dv come out summed over the group automatically.
 The work is a loop over "units" (one batch row and key/value head each) in chunks small enough
 that a chunk's scores stay in L2 between the matmul, the softmax passes and the second matmul; on
 NumPy the chunks are split over backend.num_threads() threads (NumPy releases the GIL, and BLAS
-runs single-threaded inside each), so the softmax passes use every core too. Small problems (a
-decode step) are one chunk: one batched matmul per product.
+runs single-threaded inside each), so the softmax passes use every core too. Small problems are
+one chunk: one batched matmul per product. A decode step without a graph (one query per row, NumPy)
+skips the blocks: `_one_query` lays its scores out queries by keys.
 
 How it is laid out, each choice measured on NumPy (2-core benchmark machine):
 - Scores are kept transposed, keys by queries (S, T) per unit: the softmax's max over keys is then
