@@ -371,6 +371,26 @@ def test_finished_rows_leave_the_batch_with_the_same_results(name, settings, mon
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
+@settings(max_examples=25, deadline=None)
+@given(prompts=st.lists(st.lists(st.integers(0, VOCAB - 1), min_size=1, max_size=8), min_size=2, max_size=7),
+       stops=st.sets(st.integers(0, VOCAB - 1), min_size=1, max_size=12),
+       temperature=st.sampled_from([0.0, 1.0]), seed=st.integers(0, 2 ** 16), name=st.sampled_from(["llama", "gpt"]))
+def test_dropping_finished_rows_never_changes_a_row(prompts, stops, temperature, seed, name):
+    from tinygrad_reason.reasoning import sampling
+    model = model_for(name)
+    cfg = SamplingConfig(temperature=temperature, max_new_tokens=10, stop_ids=tuple(stops), seed=seed)
+    dropped = generate(model, prompts, cfg)
+    before = sampling.COMPACT_AT
+    sampling.COMPACT_AT = 0.0                                  # never drop a row
+    try:
+        kept = generate(model, prompts, cfg)
+    finally:
+        sampling.COMPACT_AT = before
+    assert dropped.tokens == kept.tokens and dropped.finish_reasons == kept.finish_reasons
+    for a, b in zip(dropped.logprobs + dropped.sample_logprobs, kept.logprobs + kept.sample_logprobs):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
 def test_kv_cache_keep_rows_copies_the_filled_part_of_the_kept_rows():
     model = model_for("gpt")
     cache = model.new_cache(3, 8)
