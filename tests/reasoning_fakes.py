@@ -12,12 +12,13 @@ from tinygrad_reason.tensor import Tensor
 
 
 class ScriptedCache:
-    """The tokens fed so far, per batch row (the KV cache's interface: keep_rows drops finished rows)."""
+    """The tokens fed so far, per batch row (the KV cache's interface: select_rows
+    drops finished rows and copies a shared prompt's row)."""
 
     def __init__(self, batch: int):
         self.ids = np.zeros((batch, 0), dtype=np.int64)
 
-    def keep_rows(self, rows, filled: int) -> None:
+    def select_rows(self, rows, filled: int) -> None:
         self.ids = self.ids[np.asarray(rows), :filled]
 
 

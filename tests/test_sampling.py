@@ -362,36 +362,50 @@ def test_finished_rows_leave_the_batch_with_the_same_results(name, settings, mon
     finally:
         del model.hidden_states
     assert "stop" in res.finish_reasons
-    assert dropped_widths[0] == 10 and min(dropped_widths) < 10, "the batch shrank"
-    assert dropped_widths == sorted(dropped_widths, reverse=True)
-    assert set(widths) == {10}, "with COMPACT_AT = 0 every row stays"
+    assert dropped_widths[0] == 5, "the prompt forward runs once per distinct prompt"
+    steps = dropped_widths[1:]
+    assert steps[0] <= 10 and min(steps) < 10 and steps == sorted(steps, reverse=True), "the batch shrank"
+    assert widths[0] == 5 and set(widths[1:]) == {10}, "with COMPACT_AT = 0 every row stays"
     assert_matches_reference(res, reference(model, prompts, cfg, row_seeds=list(range(10))), name)
     assert res.tokens == kept.tokens and res.finish_reasons == kept.finish_reasons
     for a, b in zip(res.logprobs, kept.logprobs):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
-@settings(max_examples=25, deadline=None)
-@given(prompts=st.lists(st.lists(st.integers(0, VOCAB - 1), min_size=1, max_size=8), min_size=2, max_size=7),
-       stops=st.sets(st.integers(0, VOCAB - 1), min_size=1, max_size=12),
-       temperature=st.sampled_from([0.0, 1.0]), seed=st.integers(0, 2 ** 16), name=st.sampled_from(["llama", "gpt"]))
-def test_dropping_finished_rows_never_changes_a_row(prompts, stops, temperature, seed, name):
-    from tinygrad_reason.reasoning import sampling
+@pytest.mark.parametrize("name", ["llama", "gpt"])
+def test_identical_prompts_share_one_prompt_forward(name):
+    """Self-consistency's paths: the prompt forward runs once per distinct prompt, its cache and logits
+    are copied to the rows; every row still samples from its own generator, as the reference does."""
     model = model_for(name)
-    cfg = SamplingConfig(temperature=temperature, max_new_tokens=10, stop_ids=tuple(stops), seed=seed)
-    dropped = generate(model, prompts, cfg)
-    before = sampling.COMPACT_AT
-    sampling.COMPACT_AT = 0.0                                  # never drop a row
+    prompts = [PROMPTS[1]] * 6 + [PROMPTS[3]] * 3 + [PROMPTS[1]]
+    cfg = SamplingConfig(temperature=1.0, top_k=12, max_new_tokens=10, stop_ids=(4, 33), seed=7)
+    shapes = []
+    real = model.hidden_states
+    model.hidden_states = lambda *a, **k: (shapes.append(a[0].shape), real(*a, **k))[1]
     try:
-        kept = generate(model, prompts, cfg)
+        res = generate(model, prompts, cfg)
     finally:
-        sampling.COMPACT_AT = before
-    assert dropped.tokens == kept.tokens and dropped.finish_reasons == kept.finish_reasons
-    for a, b in zip(dropped.logprobs + dropped.sample_logprobs, kept.logprobs + kept.sample_logprobs):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+        del model.hidden_states
+    assert shapes[0] == (2, len(PROMPTS[1])), "two distinct prompts, one forward each row"
+    assert all(t == 1 for _, t in shapes[1:]) and shapes[1][0] <= len(prompts)
+    assert len({tuple(t) for t in res.tokens}) > 2, "rows with one prompt still sample apart"
+    assert_matches_reference(res, reference(model, prompts, cfg), name)
 
 
-def test_kv_cache_keep_rows_copies_the_filled_part_of_the_kept_rows():
+@settings(max_examples=25, deadline=None)
+@given(distinct=st.lists(st.lists(st.integers(0, VOCAB - 1), min_size=1, max_size=8), min_size=1, max_size=4),
+       copies=st.integers(1, 3), stops=st.sets(st.integers(0, VOCAB - 1), min_size=1, max_size=12),
+       temperature=st.sampled_from([0.0, 1.0]), seed=st.integers(0, 2 ** 16), name=st.sampled_from(["llama", "gpt"]))
+def test_shared_prompts_and_dropped_rows_never_change_a_row(distinct, copies, stops, temperature, seed, name):
+    """Against the one-at-a-time uncached reference: prompts repeated (a shared prompt forward) and
+    rows ending apart (dropped from the batch)."""
+    model = model_for(name)
+    prompts = distinct * copies
+    cfg = SamplingConfig(temperature=temperature, max_new_tokens=10, stop_ids=tuple(stops), seed=seed)
+    assert_matches_reference(generate(model, prompts, cfg), reference(model, prompts, cfg), name)
+
+
+def test_kv_cache_select_rows_copies_the_filled_part_of_the_chosen_rows():
     model = model_for("gpt")
     cache = model.new_cache(3, 8)
     rng = np.random.default_rng(0)
@@ -399,16 +413,16 @@ def test_kv_cache_keep_rows_copies_the_filled_part_of_the_kept_rows():
         cache.k[layer][...] = rng.standard_normal(cache.k[layer].shape)
         cache.v[layer][...] = rng.standard_normal(cache.v[layer].shape)
     before_k, before_v = [k.copy() for k in cache.k], [v.copy() for v in cache.v]
-    cache.keep_rows(np.array([2, 0]), filled=5)
+    cache.select_rows(np.array([2, 0]), filled=5)
     assert cache.batch == 2
     for layer in range(len(cache.k)):
         assert cache.k[layer].shape == (2,) + before_k[layer].shape[1:]
         np.testing.assert_array_equal(cache.k[layer][:, :, :5], before_k[layer][[2, 0], :, :5])
         np.testing.assert_array_equal(cache.v[layer][:, :, :5], before_v[layer][[2, 0], :, :5])
     with pytest.raises(ValueError, match="rows must be 1-d indices into the batch of 2"):
-        cache.keep_rows(np.array([2]), filled=5)
+        cache.select_rows(np.array([2]), filled=5)
     with pytest.raises(ValueError, match="filled 9 is outside"):
-        cache.keep_rows(np.array([0]), filled=9)
+        cache.select_rows(np.array([0]), filled=9)
 
 
 def test_context_length_and_zero_budget():

@@ -49,14 +49,15 @@ class KVCache:
         self.v[layer][:, :, start:end] = v.data
         return Tensor._wrap(self.k[layer][:, :, :end]), Tensor._wrap(self.v[layer][:, :, :end])
 
-    def keep_rows(self, rows, filled: int) -> None:
-        """Keep only batch rows `rows` (indices, in their new order), e.g. the sequences still being
-        decoded. Positions [0, filled) are copied; later slots are left unwritten, to be filled by update."""
+    def select_rows(self, rows, filled: int) -> None:
+        """The batch becomes rows `rows` of the current one (indices, in their new order; a row may be
+        dropped or repeated): the sequences still being decoded, or one prompt's cache copied to each
+        of its samples. Positions [0, filled) are copied; later slots are left unwritten, for update."""
         rows = np.asarray(rows)
         if rows.ndim != 1 or (rows.size and (rows.min() < 0 or rows.max() >= self.batch)):
-            raise ValueError(f"KVCache.keep_rows: rows must be 1-d indices into the batch of {self.batch}, got {rows}")
+            raise ValueError(f"KVCache.select_rows: rows must be 1-d indices into the batch of {self.batch}, got {rows}")
         if not 0 <= filled <= self.max_len:
-            raise ValueError(f"KVCache.keep_rows: filled {filled} is outside [0, {self.max_len}]")
+            raise ValueError(f"KVCache.select_rows: filled {filled} is outside [0, {self.max_len}]")
         for cache in (self.k, self.v):
             for layer, old in enumerate(cache):
                 xp = backend.get_array_module(old)

@@ -38,6 +38,10 @@ active, the batch and its KV cache are cut down to the active rows (one copy of 
 the cache), so rows that run long do not make the batch keep paying for the ones that ended. Until
 then a finished row is fed `pad_id`, masked from attention.
 
+Shared prompts: rows with identical prompts (self-consistency's N paths of one question, an RL
+group) share one prompt forward; the cache and the first logits are copied to each of them before
+anything is sampled, so every row still draws from its own generator.
+
 Tools (token-level hook; `generate(..., tool=fn)` / `generate_stream(..., tool=fn)`). After every
 SAMPLED token of an active row that did not end, `fn(generated)` is called with that row's generated
 tokens so far (a list of ints, prompt excluded). It returns None (nothing to do) or a list of token
@@ -379,7 +383,13 @@ def _decode(model, prompts: list[list[int]], cfg: SamplingConfig, rngs, tool=Non
     budget = min(cfg.max_new_tokens, ctx - width)       # shared positions: sequence <= context
     if budget <= 0:
         return
-    cache = model.new_cache(b, width + budget - 1)       # the last sampled token is never fed
+    # identical prompts (self-consistency's paths, an RL group) share one prompt forward: it runs on the
+    # first row of each distinct prompt, and its cache and logits are then copied to the other rows
+    first = {}
+    leader = np.array([first.setdefault(tuple(p), i) for i, p in enumerate(prompts)])
+    leaders = np.unique(leader)
+    shared = len(leaders) < b
+    cache = model.new_cache(len(leaders), width + budget - 1)   # the last sampled token is never fed
     ids = np.full((b, width), cfg.pad_id, dtype=np.int64)
     mask = np.zeros((b, width + budget - 1), dtype=bool)
     for i, p in enumerate(prompts):
@@ -401,10 +411,15 @@ def _decode(model, prompts: list[list[int]], cfg: SamplingConfig, rngs, tool=Non
     modules = model.modules()
     pos, feed = 0, ids
     for step in range(budget):
+        fed = leaders if step == 0 else slice(None)                     # the prompts: distinct ones only
         with _inference(model, modules):
-            h = model.hidden_states(feed, pad_mask=mask[:, :pos + feed.shape[1]] if padded else None,
-                                    cache=cache, start=pos, positions=positions)
+            h = model.hidden_states(feed[fed], pad_mask=mask[fed, :pos + feed.shape[1]] if padded else None,
+                                    cache=cache, start=pos, positions=positions[fed])
             logits = model.logits(Tensor._wrap(h.data[:, -1:])).data[:, 0]
+        if step == 0 and shared:
+            spread = np.searchsorted(leaders, leader)                   # each row's prompt in the forward
+            cache.select_rows(spread, width)
+            logits = logits[spread]
         pos += feed.shape[1]
         banned = None
         if cfg.no_repeat_ngram_size > 0:
@@ -455,7 +470,7 @@ def _decode(model, prompts: list[list[int]], cfg: SamplingConfig, rngs, tool=Non
             keep = np.nonzero(still)[0]
             rows, feed, positions, count, mask = rows[keep], feed[keep], positions[keep], count[keep], mask[keep]
             seen = None if seen is None else seen[keep]
-            cache.keep_rows(keep, pos)
+            cache.select_rows(keep, pos)
             padded = not mask[:, :pos + 1].all()
 
 
