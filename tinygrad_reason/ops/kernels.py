@@ -153,19 +153,22 @@ def _gelu_forward_chunk(x, y, e, t, m) -> None:
     np.multiply(x, y, out=y)                          # y = x Phi(x)
 
 
+def _add_x_pdf_of(x, d, e) -> None:
+    """d += x phi(x), given e = exp(-x^2/2) (overwritten): phi(x) = e / sqrt(2 pi)."""
+    e *= x
+    e *= _INV_SQRT_2PI
+    d += e
+
+
 def _gelu_forward_and_derivative_chunk(x, y, d, e, t, m) -> None:
     _phi_chunk(x, d, e, t, m)
     np.multiply(x, d, out=y)                          # y = x Phi(x)
-    e *= x
-    e *= _INV_SQRT_2PI                                # x phi(x)
-    d += e                                            # dy/dx = Phi + x phi
+    _add_x_pdf_of(x, d, e)                            # dy/dx = Phi + x phi
 
 
 def _gelu_backward_chunk(x, g, dx, e, t, m) -> None:
     _phi_chunk(x, dx, e, t, m)
-    e *= x
-    e *= _INV_SQRT_2PI                                # x phi(x)
-    dx += e
+    _add_x_pdf_of(x, dx, e)
     dx *= g                                           # g (Phi + x phi)
 
 
@@ -203,13 +206,11 @@ def _gelu_forward_chunk_vml(x, y, *, cdf_norm) -> None:
 
 
 def _add_x_pdf(x, d, e, exp) -> None:
-    """d += x phi(x), phi(x) = exp(-x^2/2) / sqrt(2 pi) (e is scratch)."""
+    """d += x phi(x) with VML's exp (e is scratch)."""
     np.multiply(x, x, out=e)
     e *= -0.5
     exp(e, e)
-    e *= x
-    e *= _INV_SQRT_2PI
-    d += e
+    _add_x_pdf_of(x, d, e)
 
 
 def _gelu_forward_and_derivative_chunk_vml(x, y, d, e, *, cdf_norm, exp) -> None:
