@@ -13,13 +13,15 @@ from tinygrad_reason.tensor import Tensor
 
 class ScriptedCache:
     """The tokens fed so far, per batch row (the KV cache's interface: select_rows
-    drops finished rows and copies a shared prompt's row)."""
+    drops finished rows; share_prefix hands a shared prompt's row to its samples, here a copy)."""
 
     def __init__(self, batch: int):
         self.ids = np.zeros((batch, 0), dtype=np.int64)
 
     def select_rows(self, rows, filled: int) -> None:
         self.ids = self.ids[np.asarray(rows), :filled]
+
+    share_prefix = select_rows
 
 
 class ScriptedModel:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tinygrad_reason as tg
 from tinygrad_reason import Tensor, backend, functional as F
@@ -380,3 +382,90 @@ def test_one_query_without_a_graph_equals_the_blocked_path_and_torch(dtype, head
     expect = _torch_attention(*map(torch.from_numpy, (q, np.ascontiguousarray(k), np.ascontiguousarray(v))),
                               np.array(full)).numpy()           # a row that sees nothing: uniform weights
     np.testing.assert_allclose(fast, expect, **tol)
+
+
+def _prefix_case(dtype, heads, kv_heads, group, p=5, s=3, d=8, seed=0):
+    """q (B, H, 1, D), the rows' own keys k, v (B, Hkv, S, D) as views of a longer cache, the
+    prefixes pk, pv (G, Hkv, P, D), and every row's full keys [pk[group[i]]; k[i]]."""
+    rng = np.random.default_rng(seed)
+    b, g = len(group), max(group) + 2                        # one prefix that no row continues
+    q = rng.standard_normal((b, heads, 1, d)).astype(dtype)
+    cache_k = rng.standard_normal((b, kv_heads, s + 4, d)).astype(dtype)
+    cache_v = rng.standard_normal((b, kv_heads, s + 4, d)).astype(dtype)
+    pk = rng.standard_normal((g, kv_heads, p, d)).astype(dtype)
+    pv = rng.standard_normal((g, kv_heads, p, d)).astype(dtype)
+    group = np.array(group)
+    k, v = cache_k[:, :, 2:2 + s], cache_v[:, :, 2:2 + s]
+    full_k = np.concatenate([pk[group], k], axis=2)
+    full_v = np.concatenate([pv[group], v], axis=2)
+    return q, k, v, (pk, pv, group), full_k, full_v
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("heads, kv_heads", [(4, 4), (4, 2), (6, 1)])
+@pytest.mark.parametrize("mask", ["none", "padding", "a row sees nothing", "one mask for all rows"])
+@pytest.mark.parametrize("group", [[0, 0, 0, 0], [2, 0, 2, 1, 2], [1]])
+def test_prefix_attention_equals_attention_on_each_rows_keys_and_torch(dtype, heads, kv_heads, mask, group):
+    # rows continuing shared prefixes (KVCache.share_prefix): the decode step reads each prefix once for its
+    # rows (_prefix_one_query); the same inputs with a graph gather every row's keys and take attention()
+    q, k, v, prefix, full_k, full_v = _prefix_case(dtype, heads, kv_heads, group)
+    b, total = len(group), full_k.shape[2]
+    cut = np.array([0, 2, 6, 1, 7])[:b]                      # padding: keys before `cut` masked, in the prefix and after
+    masked = {"none": None,
+              "padding": np.arange(total)[None, None, None, :] < cut[:, None, None, None],
+              "a row sees nothing": (np.arange(total)[None, None, None, :]
+                                     < np.array([0, total, 1, 0, 3])[:b, None, None, None]),
+              "one mask for all rows": (np.arange(total) % 3 == 1)[None, None, None, :]}[mask]
+    called = []
+    real = attention_op._prefix_one_query
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(attention_op, "_prefix_one_query", lambda *a: called.append(1) or real(*a))
+        with tg.no_grad():
+            fast = F.prefix_attention(Tensor(q), Tensor._wrap(k), Tensor._wrap(v), prefix, masked).numpy()
+    qt, kt, vt = (Tensor(a.copy(), requires_grad=True) for a in (q, k, v))
+    gathered = F.prefix_attention(qt, kt, vt, prefix, masked)
+    assert called == [1]
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=2e-6, atol=2e-6)
+    np.testing.assert_allclose(fast, gathered.numpy(), **tol)
+    np.testing.assert_allclose(fast, F.attention(Tensor(q), Tensor(full_k), Tensor(full_v), masked).numpy(), **tol)
+    full = np.zeros((b, 1, 1, total), dtype=bool) if masked is None else np.broadcast_to(masked, (b, 1, 1, total))
+    expect = _torch_attention(*map(torch.from_numpy, (q, full_k, full_v)), np.array(full)).numpy()
+    np.testing.assert_allclose(fast, expect, **tol)
+    # with a graph the gradients reach q and the rows' own keys and values, as attention on the full keys
+    upstream = np.random.default_rng(1).standard_normal(q.shape)
+    gathered.backward(Tensor(upstream))
+    fq, fk, fv = (Tensor(a.copy(), requires_grad=True) for a in (q, full_k, full_v))
+    F.attention(fq, fk, fv, masked).backward(Tensor(upstream))
+    p = prefix[0].shape[2]
+    for ours, ref in ((qt, fq.grad.numpy()), (kt, fk.grad.numpy()[:, :, p:]), (vt, fv.grad.numpy()[:, :, p:])):
+        np.testing.assert_allclose(ours.grad.numpy(), ref, **tol)
+
+
+@settings(max_examples=40, deadline=None)
+@given(group=st.lists(st.integers(0, 3), min_size=1, max_size=9), p=st.integers(1, 6), s=st.integers(1, 4),
+       heads=st.sampled_from([(2, 2), (4, 2), (3, 1)]), seed=st.integers(0, 2 ** 16))
+def test_prefix_one_query_equals_attention_on_each_rows_keys_for_any_grouping(group, p, s, heads, seed):
+    q, k, v, prefix, full_k, full_v = _prefix_case(np.float64, *heads, group, p=p, s=s, seed=seed)
+    masked = np.random.default_rng(seed).random((len(group), 1, 1, p + s)) < 0.3
+    with tg.no_grad():
+        fast = F.prefix_attention(Tensor(q), Tensor._wrap(k), Tensor._wrap(v), prefix, masked).numpy()
+        expect = F.attention(Tensor(q), Tensor(full_k), Tensor(full_v), masked).numpy()
+    np.testing.assert_allclose(fast, expect, rtol=1e-12, atol=1e-12)
+
+
+def test_prefix_attention_with_several_queries_gathers_the_keys_and_checks_shapes():
+    q, k, v, prefix, full_k, full_v = _prefix_case(np.float64, 4, 2, [1, 0, 1])
+    q3 = np.random.default_rng(2).standard_normal((3, 4, 3, 8))
+    masked = np.broadcast_to(np.arange(full_k.shape[2])[None, None, None, :] > np.arange(5, 8)[None, None, :, None],
+                             (1, 1, 3, full_k.shape[2]))
+    with tg.no_grad():
+        out = F.prefix_attention(Tensor(q3), Tensor._wrap(k), Tensor._wrap(v), prefix, masked).numpy()
+        expect = F.attention(Tensor(q3), Tensor(full_k), Tensor(full_v), masked).numpy()
+    np.testing.assert_allclose(out, expect, rtol=1e-12, atol=1e-12)
+    pk, pv, group = prefix
+    for bad, what in (((pk, pv, np.array([0, 3, 1])), "group"), ((pk[:, :1], pv[:, :1], group), "prefix keys"),
+                      ((pk, pv[:, :, :2], group), "prefix keys"), ((pk, pv, group[:2]), "group")):
+        with pytest.raises(ValueError, match=f"prefix_attention: .*{what}"):
+            F.prefix_attention(Tensor(q), Tensor._wrap(k), Tensor._wrap(v), bad)
+    with tg.no_grad(), pytest.raises(ValueError, match=r"mask shape \(3, 1, 1, 4\) must be"):
+        F.prefix_attention(Tensor(q), Tensor._wrap(k), Tensor._wrap(v), prefix, np.zeros((3, 1, 1, 4), bool))

@@ -425,6 +425,49 @@ def test_kv_cache_select_rows_copies_the_filled_part_of_the_chosen_rows():
         cache.select_rows(np.array([0]), filled=9)
 
 
+@pytest.mark.parametrize("name", ["gpt", "llama"])
+def test_kv_cache_shared_prefix_decodes_as_copied_prompts(name):
+    """share_prefix keeps one copy of each prompt's keys for the rows that continue it; decoding on it
+    equals decoding on a cache where select_rows copied the prompt to every row, also after rows are
+    dropped (a prefix no row continues any more is let go) and reordered."""
+    model = model_for(name)
+    prompts = np.array([[0, 5, 9, 1], [3, 3, 7, 20], [0, 0, 17, 4]])   # 0: padding at the front
+    keep = np.array([[False, True, True, True], [True] * 4, [False, False, True, True]])
+    rows = np.array([2, 0, 2, 1, 0, 2])
+    positions = np.maximum(np.cumsum(keep, axis=1) - 1, 0)
+    caches, logits = [], []
+    with tg.no_grad():
+        for how in ("share_prefix", "select_rows"):
+            cache = model.new_cache(3, 9)
+            model.hidden_states(prompts, pad_mask=keep, cache=cache, start=0, positions=positions)
+            getattr(cache, how)(rows, 4)
+            caches.append(cache)
+        shared, copied = caches
+        assert shared.prefix_len == 4 and shared.prefix_k[0].shape[0] == 3 and copied.prefix_len == 0
+        mask = np.concatenate([keep[rows], np.ones((len(rows), 5), dtype=bool)], axis=1)
+        pos = positions[rows, -1:] + 1
+        feed = np.arange(len(rows))[:, None] + 10
+        for step in range(4):
+            if step == 2:                 # rows 1 and 4 (prefix 0, the only ones continuing it) leave, the rest reorder
+                sel = np.array([5, 0, 3, 2])
+                for cache in caches:
+                    cache.select_rows(sel, 4 + step)
+                mask, pos, feed = mask[sel], pos[sel], feed[sel]
+                assert shared.prefix_k[0].shape[0] == 2 and list(shared.group) == [1, 1, 0, 1]
+            outs = [model.hidden_states(feed, pad_mask=mask[:, :5 + step], cache=c, start=4 + step,
+                                        positions=pos).numpy() for c in caches]
+            np.testing.assert_allclose(outs[0], outs[1], rtol=1e-10, atol=1e-10)
+            feed, pos = feed + 1, pos + 1
+    with pytest.raises(ValueError, match=r"position 3 lies in the shared prefix \(positions \[0, 4\)\)"):
+        model.hidden_states(feed[:, :1], cache=shared, start=3, positions=pos)
+    with pytest.raises(ValueError, match=r"KVCache.select_rows: filled 3 is outside \[4, 9\]"):
+        shared.select_rows(np.array([0]), 3)
+    with pytest.raises(ValueError, match="KVCache.share_prefix: rows must be 1-d indices into the batch of 4"):
+        shared.share_prefix(np.array([4]), 6)
+    shared.share_prefix(np.array([1, 1]), 6)          # a prefix is shared already: its rows are copied
+    assert shared.batch == 2 and shared.prefix_len == 4 and list(shared.group) == [0, 0]
+
+
 def test_context_length_and_zero_budget():
     model = model_for("llama")
     res = generate(model, [[1] * (CTX - 3), [2, 3]], SamplingConfig(temperature=0, max_new_tokens=10))

@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 from .. import backend
-from ..ops.attention import attention, packed_attention
+from ..ops.attention import attention, packed_attention, prefix_attention
 from ..ops.movement import concatenate
 from ..ops.matmul import linear
 from ..ops.rope import rope
@@ -28,7 +28,12 @@ from .module import Module
 
 
 class KVCache:
-    """Keys and values of every layer, preallocated for `max_len` positions of `batch` rows."""
+    """Keys and values of every layer, preallocated for `max_len` positions of `batch` rows.
+
+    After share_prefix, positions [0, prefix_len) are not stored per row: each row continues one
+    of a few shared prefixes (prefix_k / prefix_v, group[row] its prefix), and its own slots hold
+    positions [prefix_len, max_len). The N samples of one prompt then keep one copy of its keys,
+    and a decode step reads them once for the N rows (ops/attention.prefix_attention)."""
 
     def __init__(self, n_layers: int, batch: int, n_kv_heads: int, max_len: int, head_dim: int,
                  dtype=np.float32, device: str = "cpu"):
@@ -37,34 +42,71 @@ class KVCache:
         self.k = [xp.zeros(shape, dtype=dtype) for _ in range(n_layers)]
         self.v = [xp.zeros(shape, dtype=dtype) for _ in range(n_layers)]
         self.max_len, self.batch = max_len, batch
+        self.prefix_len, self.prefix_k, self.prefix_v, self.group = 0, None, None, None
 
     def update(self, layer: int, k: Tensor, v: Tensor, start: int):
-        """Write positions [start, start + T) and return all keys/values up to there (views)."""
+        """Write positions [start, start + T) and return the keys/values of positions [prefix_len, start + T)
+        (views): all of them when no prefix is shared."""
         end = start + k.shape[2]
         if end > self.max_len:
             raise ValueError(f"KVCache: positions up to {end} exceed the cache length {self.max_len}")
+        if start < self.prefix_len:
+            raise ValueError(f"KVCache: position {start} lies in the shared prefix (positions [0, {self.prefix_len}))")
         if k.shape[0] != self.batch:
             raise ValueError(f"KVCache: batch {k.shape[0]} differs from the cache's batch {self.batch}")
         self.k[layer][:, :, start:end] = k.data
         self.v[layer][:, :, start:end] = v.data
-        return Tensor._wrap(self.k[layer][:, :, :end]), Tensor._wrap(self.v[layer][:, :, :end])
+        p = self.prefix_len
+        return Tensor._wrap(self.k[layer][:, :, p:end]), Tensor._wrap(self.v[layer][:, :, p:end])
+
+    def prefix(self, layer: int):
+        """(keys, values, group) of the shared prefix at `layer`: (G, Hkv, P, D) twice and (batch,)
+        indices into G; None without one."""
+        return None if not self.prefix_len else (self.prefix_k[layer], self.prefix_v[layer], self.group)
+
+    def _checked_rows(self, rows, filled: int, method: str):
+        rows = np.asarray(rows)
+        if rows.ndim != 1 or (rows.size and (rows.min() < 0 or rows.max() >= self.batch)):
+            raise ValueError(f"KVCache.{method}: rows must be 1-d indices into the batch of {self.batch}, got {rows}")
+        if not self.prefix_len <= filled <= self.max_len:
+            raise ValueError(f"KVCache.{method}: filled {filled} is outside [{self.prefix_len}, {self.max_len}]")
+        return rows
 
     def select_rows(self, rows, filled: int) -> None:
         """The batch becomes rows `rows` of the current one (indices, in their new order; a row may be
         dropped or repeated): the sequences still being decoded, or one prompt's cache copied to each
-        of its samples. Positions [0, filled) are copied; later slots are left unwritten, for update."""
-        rows = np.asarray(rows)
-        if rows.ndim != 1 or (rows.size and (rows.min() < 0 or rows.max() >= self.batch)):
-            raise ValueError(f"KVCache.select_rows: rows must be 1-d indices into the batch of {self.batch}, got {rows}")
-        if not 0 <= filled <= self.max_len:
-            raise ValueError(f"KVCache.select_rows: filled {filled} is outside [0, {self.max_len}]")
+        of its samples. Positions [0, filled) are copied (a shared prefix is not: the rows keep theirs);
+        later slots are left unwritten, for update."""
+        rows = self._checked_rows(rows, filled, "select_rows")
+        p = self.prefix_len
         for cache in (self.k, self.v):
             for layer, old in enumerate(cache):
                 xp = backend.get_array_module(old)
                 new = xp.empty((rows.size,) + old.shape[1:], dtype=old.dtype)
-                new[:, :, :filled] = old[xp.asarray(rows), :, :filled]
+                new[:, :, p:filled] = old[xp.asarray(rows), :, p:filled]
                 cache[layer] = new
         self.batch = rows.size
+        if p:                                   # keep only the prefixes some row still continues
+            used, self.group = np.unique(self.group[rows], return_inverse=True)
+            if used.size < self.prefix_k[0].shape[0]:
+                self.prefix_k = [a[used] for a in self.prefix_k]
+                self.prefix_v = [a[used] for a in self.prefix_v]
+
+    def share_prefix(self, rows, filled: int) -> None:
+        """The same sequences as select_rows(rows, filled), without copying positions [0, filled): they
+        become prefixes shared by the rows that continue them, and each row writes its own keys from
+        slot `filled` on. NumPy only (the decode-step attention that reads a shared prefix is written
+        for NumPy); on other arrays, and once a prefix is shared, it is select_rows."""
+        rows = self._checked_rows(rows, filled, "share_prefix")
+        if self.prefix_len or backend.get_array_module(self.k[0]) is not np or filled == 0:
+            return self.select_rows(rows, filled)
+        used, group = np.unique(rows, return_inverse=True)
+        self.prefix_k = [np.ascontiguousarray(a[used, :, :filled]) for a in self.k]
+        self.prefix_v = [np.ascontiguousarray(a[used, :, :filled]) for a in self.v]
+        # every row's own slots; [0, filled) is never written or read (np.empty leaves those pages untouched)
+        self.k = [np.empty((rows.size,) + a.shape[1:], dtype=a.dtype) for a in self.k]
+        self.v = [np.empty((rows.size,) + a.shape[1:], dtype=a.dtype) for a in self.v]
+        self.group, self.prefix_len, self.batch = group, filled, rows.size
 
 
 def causal_mask(t_q: int, t_k: int, start: int, xp=np):
@@ -106,9 +148,14 @@ class CausalSelfAttention(Module):
         if rope_tables is not None:
             cos, sin = rope_tables
             q, k = rope(q, cos, sin), rope(k, cos, sin)
-        if cache is not None:
+        if cache is not None and cache.prefix_len:      # rows continuing shared prefixes (KVCache.share_prefix)
             k, v = cache.update(layer, k, v, start)
-        out = attention(q, k, v, self._mask(x, t, k.shape[2], start, pad_mask), scale, p)   # (B, H, T, hd)
+            masked = self._mask(x, t, cache.prefix_len + k.shape[2], start, pad_mask)
+            out = prefix_attention(q, k, v, cache.prefix(layer), masked, scale, p)
+        else:
+            if cache is not None:
+                k, v = cache.update(layer, k, v, start)
+            out = attention(q, k, v, self._mask(x, t, k.shape[2], start, pad_mask), scale, p)   # (B, H, T, hd)
         out = out.transpose(1, 2).reshape(b, t, h * hd)
         return self.resid_dropout(self.o_proj(out))
 

@@ -12,7 +12,9 @@ that a chunk's scores stay in L2 between the matmul, the softmax passes and the 
 NumPy the chunks are split over backend.num_threads() threads (NumPy releases the GIL, and BLAS
 runs single-threaded inside each), so the softmax passes use every core too. Small problems are
 one chunk: one batched matmul per product. A decode step without a graph (one query per row, NumPy)
-skips the blocks: `_one_query` lays its scores out queries by keys.
+skips the blocks: `_one_query` lays its scores out queries by keys. Rows that continue shared
+prefixes (a prompt's N samples, nn.KVCache.share_prefix) go through `prefix_attention`, whose decode
+step (`_prefix_one_query`) stacks the queries of a prefix's rows into one product with its keys.
 
 How it is laid out, each choice measured on NumPy (2-core benchmark machine):
 - Scores are kept transposed, keys by queries (S, T) per unit: the softmax's max over keys is then
@@ -42,6 +44,7 @@ import numpy as np
 from .. import backend
 from ..tensor import Function, Tensor, is_grad_enabled
 from .kernels import parallel_units
+from .movement import concatenate
 
 CHUNK_ELEMENTS = 128 * 1024   # scores per chunk: 512 KiB of float32 stays in L2 with its operands
 ROW_BLOCK = 128               # query positions per block when the mask leaves keys unused (causal)
@@ -275,6 +278,42 @@ def _one_query(q, k, v, masked, scale):
     return out.reshape(b, h, 1, d)
 
 
+def _prefix_one_query(q, k, v, pk, pv, group, masked, scale):
+    """_one_query for rows that continue shared prefixes: q (B, H, 1, D); k, v (B, Hkv, S, D) the rows'
+    own keys; pk, pv (G, Hkv, P, D) the prefixes' keys, group (B,) each row's prefix; masked over the
+    P + S keys. The queries of a prefix's rows are stacked, so each prefix head takes part in one
+    product per step however many rows continue it, instead of one per row (memory read once)."""
+    b, h, _, d = q.shape
+    hkv, s = k.shape[1], k.shape[2]
+    g, p = pk.shape[0], pk.shape[2]
+    rep = h // hkv
+    # a row's slot among the rows of its prefix: row i is query slot[i] of prefix group[i]
+    counts = np.bincount(group, minlength=g)
+    order = np.argsort(group, kind="stable")
+    slot = np.empty(b, dtype=np.intp)
+    slot[order] = np.arange(b) - np.repeat(np.cumsum(counts) - counts, counts)
+    n = int(counts.max())
+    qs = (q * np.asarray(scale, dtype=q.dtype)).reshape(b, hkv, rep, d)
+    stacked = np.zeros((g, hkv, n, rep, d), dtype=q.dtype)              # unused slots stay 0
+    stacked[group, :, slot] = qs
+    scores = np.empty((b, hkv, rep, p + s), dtype=q.dtype)
+    on_prefix = np.matmul(stacked.reshape(g * hkv, n * rep, d), pk.reshape(g * hkv, p, d).swapaxes(-1, -2))
+    scores[..., :p] = on_prefix.reshape(g, hkv, n, rep, p)[group, :, slot]
+    scores[..., p:] = np.matmul(qs.reshape(b * hkv, rep, d), _units(k, b * hkv).swapaxes(-1, -2)).reshape(b, hkv, rep, s)
+    if masked is not None:        # as _one_query: a row with every key masked gets uniform weights
+        bias = masked[:, 0] * np.asarray(np.finfo(q.dtype).min / 2, dtype=q.dtype)    # (Bm, 1, P + S)
+        scores.reshape(b, hkv * rep, p + s)[...] += bias
+    scores -= scores.max(axis=-1, keepdims=True)
+    np.exp(scores, out=scores)
+    weights = np.zeros((g, hkv, n, rep, p), dtype=q.dtype)
+    weights[group, :, slot] = scores[..., :p]
+    out = np.matmul(weights.reshape(g * hkv, n * rep, p), pv.reshape(g * hkv, p, d))
+    out = out.reshape(g, hkv, n, rep, d)[group, :, slot]                     # (B, Hkv, rep, D)
+    out += np.matmul(scores[..., p:].reshape(b * hkv, rep, s), _units(v, b * hkv)).reshape(b, hkv, rep, d)
+    out /= scores.sum(axis=-1, keepdims=True)
+    return out.reshape(b, h, 1, d)
+
+
 def _pieces(lo: int, hi: int, per_row: int):
     """Units [lo, hi) cut at batch-row boundaries: (lo, hi, row, first head, end head) each."""
     while lo < hi:
@@ -353,6 +392,32 @@ def attention(q, k, v, masked=None, scale: float | None = None, dropout_p: float
         raise ValueError(f"attention: dropout_p must be in [0, 1), got {dropout_p}")
     masked = masked.data if isinstance(masked, Tensor) else masked
     return Attention.apply(q, k, v, masked=masked, scale=scale, dropout_p=dropout_p)
+
+
+def prefix_attention(q, k, v, prefix, masked=None, scale: float | None = None, dropout_p: float = 0.0):
+    """attention() for rows that continue shared prefixes (nn.KVCache.share_prefix): row i attends to
+    the keys [pk[group[i]]; k[i]] with prefix = (pk, pv, group); pk, pv (G, Hkv, P, D) arrays, group
+    (B,) indices, masked over all P + S keys. A decode step without a graph (one query per row, NumPy,
+    no dropout) reads each prefix once for all its rows; otherwise each row's keys are gathered and
+    concatenated (gradients reach q, k and v; the prefix is a constant)."""
+    pk, pv, group = prefix
+    b, h, t, d = q.shape
+    if (pk.ndim != 4 or pv.shape != pk.shape or k.ndim != 4 or pk.shape[1] != k.shape[1] or pk.shape[3] != d
+            or group.shape != (b,) or (group.size and (group.min() < 0 or group.max() >= pk.shape[0]))):
+        raise ValueError(f"prefix_attention: prefix keys {pk.shape} and values {pv.shape} with group {group.shape} "
+                         f"do not fit q {q.shape} and k {k.shape} ((G, Hkv, P, D), group (B,) in [0, G))")
+    if scale is None:
+        scale = 1.0 / math.sqrt(d)
+    masked = masked.data if isinstance(masked, Tensor) else masked
+    if t == 1 and q.xp is np and not is_grad_enabled() and dropout_p == 0.0:
+        if k.shape != v.shape or k.shape[0] != b or k.shape[3] != d or h % k.shape[1]:
+            raise ValueError(f"prefix_attention: q {q.shape}, k {k.shape}, v {v.shape} do not fit "
+                             "(B, H, T, D) and (B, Hkv, S, D) with Hkv dividing H")
+        masked = _checked_mask(masked, b, t, pk.shape[2] + k.shape[2], np)
+        return Tensor._wrap(_prefix_one_query(q.data, k.data, v.data, pk, pv, group, masked, scale))
+    keys = concatenate([Tensor._wrap(pk[group]), k], axis=2)
+    values = concatenate([Tensor._wrap(pv[group]), v], axis=2)
+    return attention(q, keys, values, masked, scale, dropout_p)
 
 
 def packed_attention(qkv, n_heads: int, masked=None, scale: float | None = None, dropout_p: float = 0.0):

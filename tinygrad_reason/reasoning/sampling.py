@@ -384,7 +384,8 @@ def _decode(model, prompts: list[list[int]], cfg: SamplingConfig, rngs, tool=Non
     if budget <= 0:
         return
     # identical prompts (self-consistency's paths, an RL group) share one prompt forward: it runs on the
-    # first row of each distinct prompt, and its cache and logits are then copied to the other rows
+    # first row of each distinct prompt; its logits are copied to the other rows, and its cache becomes a
+    # prefix they all continue (KVCache.share_prefix: kept once, and read once a step for all of them)
     first = {}
     leader = np.array([first.setdefault(tuple(p), i) for i, p in enumerate(prompts)])
     leaders = np.unique(leader)
@@ -418,7 +419,7 @@ def _decode(model, prompts: list[list[int]], cfg: SamplingConfig, rngs, tool=Non
             logits = model.logits(Tensor._wrap(h.data[:, -1:])).data[:, 0]
         if step == 0 and shared:
             spread = np.searchsorted(leaders, leader)                   # each row's prompt in the forward
-            cache.select_rows(spread, width)
+            cache.share_prefix(spread, width)
             logits = logits[spread]
         pos += feed.shape[1]
         banned = None
