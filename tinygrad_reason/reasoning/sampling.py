@@ -173,10 +173,24 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
         return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
 
 
+def _log_softmax_at(x: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """log_softmax(x)[row, ids[row]] per row, the same numbers without the whole (B, V) result."""
+    m = x.max(axis=-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    e = x - m
+    np.exp(e, out=e)
+    with np.errstate(divide="ignore"):
+        lse = np.log(e.sum(axis=-1))
+    rows = np.arange(x.shape[0])
+    return x[rows, ids] - m[:, 0] - lse
+
+
 def _softmax(x: np.ndarray) -> np.ndarray:
     m = x.max(axis=-1, keepdims=True)
-    e = np.exp(x - np.where(np.isfinite(m), m, 0.0))
-    return e / e.sum(axis=-1, keepdims=True)
+    e = x - np.where(np.isfinite(m), m, 0.0)
+    np.exp(e, out=e)
+    e /= e.sum(axis=-1, keepdims=True)
+    return e
 
 
 def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
@@ -249,16 +263,17 @@ def process_logits(logits, cfg: SamplingConfig, seen=None, banned=None) -> np.nd
     """The logits of the sampling distribution (float64, filtered tokens at -inf), in HF's order:
     repetition penalty, n-gram ban, temperature, top-k, top-p. With temperature 0 only the penalty
     and the ban are applied (the caller takes the argmax)."""
-    x = apply_repetition_penalty(logits, seen, cfg.repetition_penalty)
+    x = apply_repetition_penalty(logits, seen, cfg.repetition_penalty)     # a copy: changed in place below
     if banned is not None:
         banned = np.asarray(banned, dtype=bool)
         all_banned = (banned | ~np.isfinite(x)).all(axis=-1)        # never leave a row empty
         x[banned & ~all_banned[:, None]] = -np.inf
     if cfg.greedy:
         return x
-    x = apply_temperature(x, cfg.temperature)
-    x = top_k_filter(x, cfg.top_k)
-    return top_p_filter(x, cfg.top_p)
+    x /= float(cfg.temperature)                                      # apply_temperature, in place
+    if cfg.top_k is not None:
+        x = top_k_filter(x, cfg.top_k)
+    return x if cfg.top_p >= 1.0 else top_p_filter(x, cfg.top_p)
 
 
 def _uniforms(rng, b: int) -> np.ndarray:
@@ -291,7 +306,7 @@ def sample_from_logits(logits, cfg: SamplingConfig, rng, seen=None, banned=None)
         ids = np.minimum((cdf <= u[:, None]).sum(axis=-1), v - 1)
         sample_lp = np.log(probs[np.arange(b), ids])
     ids = ids.astype(np.int64)
-    logprobs = log_softmax(raw)[np.arange(b), ids]
+    logprobs = _log_softmax_at(raw, ids)
     return Sample(ids, logprobs, sample_lp)
 
 
