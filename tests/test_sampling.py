@@ -165,6 +165,25 @@ def test_top_k_top_p_never_sample_outside_their_set(rows, k, p, seed, temperatur
         assert (s.sample_logprobs <= 1e-12).all() and np.isfinite(s.sample_logprobs).all()
 
 
+@settings(max_examples=150, deadline=None)
+@given(rows=logit_rows, p=st.floats(1e-3, 1.0), cut=st.floats(0.0, 0.6), seed=st.integers(0, 2**16))
+def test_top_p_equals_the_stable_sort_recipe_with_ties_and_filtered_tokens(rows, p, cut, seed):
+    """top_p_filter sorts with a quicksort where no two finite logits tie; it must give exactly what the
+    plain recipe (a stable sort of every row) gives, also on rows with -inf (tokens filtered before)."""
+    logits = np.array(rows, dtype=np.float64)
+    logits[np.random.default_rng(seed).random(logits.shape) < cut] = -np.inf
+    logits[:, 0] = np.where(np.isfinite(logits).any(axis=1), logits[:, 0], 0.0)     # a finite token per row
+    expect = logits.copy()
+    order = np.argsort(-expect, axis=-1, kind="stable")
+    z = np.exp(expect - expect.max(axis=-1, keepdims=True))
+    cum = np.cumsum(np.take_along_axis(z / z.sum(axis=-1, keepdims=True), order, axis=-1), axis=-1)
+    cum /= cum[:, -1:]
+    n_keep = np.minimum((cum < p).sum(axis=-1) + 1, expect.shape[1])
+    for r in range(expect.shape[0]):
+        expect[r, order[r, n_keep[r]:]] = -np.inf
+    np.testing.assert_array_equal(top_p_filter(logits, p), expect)
+
+
 def test_ties_are_broken_towards_lower_ids():
     logits = np.array([[1.0, 3.0, 3.0, 3.0, 0.0]])
     assert np.isfinite(top_k_filter(logits, 2)).tolist() == [[False, True, True, False, False]]

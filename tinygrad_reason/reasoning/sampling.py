@@ -221,15 +221,28 @@ def top_p_filter(logits: np.ndarray, p: float) -> np.ndarray:
     x = _as_f64(logits).copy()
     if p >= 1.0:
         return x
-    order = np.argsort(-x, axis=-1, kind="stable")
+    order = _rank_order(x)
     probs = np.take_along_axis(_softmax(x), order, axis=-1)
     cum = np.cumsum(probs, axis=-1)
     cum /= cum[:, -1:]                                   # exact total 1 despite rounding
     n_keep = np.minimum((cum < p).sum(axis=-1) + 1, x.shape[1])   # first index reaching p, inclusive
-    drop = np.arange(x.shape[1])[None, :] >= n_keep[:, None]
-    rows = np.nonzero(drop)
-    x[rows[0], order[rows]] = -np.inf
+    kept = np.zeros(x.shape, dtype=bool)                 # in token order: rank < n_keep
+    np.put_along_axis(kept, order, np.arange(x.shape[1])[None, :] < n_keep[:, None], axis=-1)
+    x[~kept] = -np.inf
     return x
+
+
+def _rank_order(x: np.ndarray) -> np.ndarray:
+    """Per row, token ids by falling logit, ties towards the lower id: argsort(-x, kind="stable"), but
+    a quicksort (~5x faster) for the rows without two equal finite logits, where every order agrees
+    on the finite logits. The -inf logits come last in any order; top_p_filter drops them all."""
+    neg = -x
+    order = np.argsort(neg, axis=-1)
+    ranked = np.take_along_axis(neg, order, axis=-1)
+    tied = ((ranked[:, 1:] == ranked[:, :-1]) & np.isfinite(ranked[:, 1:])).any(axis=-1)
+    if tied.any():
+        order[tied] = np.argsort(neg[tied], axis=-1, kind="stable")
+    return order
 
 
 def apply_repetition_penalty(logits: np.ndarray, seen: np.ndarray | None, penalty: float) -> np.ndarray:
