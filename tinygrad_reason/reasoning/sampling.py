@@ -207,8 +207,7 @@ def top_k_filter(logits: np.ndarray, k: int | None) -> np.ndarray:
     x = _as_f64(logits).copy()
     if k is None or k >= x.shape[1]:
         return x
-    order = np.argsort(-x, axis=-1, kind="stable")
-    np.put_along_axis(x, order[:, k:], -np.inf, axis=-1)
+    np.put_along_axis(x, _rank_order(x)[:, k:], -np.inf, axis=-1)
     return x
 
 
@@ -235,7 +234,8 @@ def top_p_filter(logits: np.ndarray, p: float) -> np.ndarray:
 def _rank_order(x: np.ndarray) -> np.ndarray:
     """Per row, token ids by falling logit, ties towards the lower id: argsort(-x, kind="stable"), but
     a quicksort (~5x faster) for the rows without two equal finite logits, where every order agrees
-    on the finite logits. The -inf logits come last in any order; top_p_filter drops them all."""
+    on the finite logits. The -inf logits come last in any order: whether a filter keeps them or not,
+    they stay -inf."""
     neg = -x
     order = np.argsort(neg, axis=-1)
     ranked = np.take_along_axis(neg, order, axis=-1)
