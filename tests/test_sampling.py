@@ -192,6 +192,17 @@ def test_ties_are_broken_towards_lower_ids():
     assert np.isfinite(top_p_filter(logits, 1e-9)).tolist() == [[False, True, False, False, False]]
     s = sample_from_logits(logits, SamplingConfig(temperature=0), None)
     assert s.ids.tolist() == [1] and s.sample_logprobs.tolist() == [0.0]
+    # equal +inf logits and NaN logits keep the stable order too (the filters' fast sort, unstable past
+    # 16 entries, skips those rows)
+    rng = np.random.default_rng(0)
+    for special in (np.inf, np.nan):
+        row = rng.standard_normal((3, 200))
+        row[rng.random(row.shape) < 0.3] = special
+        for k in (1, 5, 60, 150):
+            expect = np.full(row.shape, -np.inf)
+            order = np.argsort(-row, axis=-1, kind="stable")[:, :k]
+            np.put_along_axis(expect, order, np.take_along_axis(row, order, axis=-1), axis=-1)
+            np.testing.assert_array_equal(top_k_filter(row, k), expect)
 
 
 def test_sampling_follows_the_filtered_distribution():

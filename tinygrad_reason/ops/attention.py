@@ -299,7 +299,8 @@ def _prefix_one_query(q, k, v, pk, pv, group, masked, scale):
     scores = np.empty((b, hkv, rep, p + s), dtype=q.dtype)
     on_prefix = np.matmul(stacked.reshape(g * hkv, n * rep, d), pk.reshape(g * hkv, p, d).swapaxes(-1, -2))
     scores[..., :p] = on_prefix.reshape(g, hkv, n, rep, p)[group, :, slot]
-    scores[..., p:] = np.matmul(qs.reshape(b * hkv, rep, d), _units(k, b * hkv).swapaxes(-1, -2)).reshape(b, hkv, rep, s)
+    on_rows = np.matmul(qs.reshape(b * hkv, rep, d), _units(k, b * hkv).swapaxes(-1, -2))
+    scores[..., p:] = on_rows.reshape(b, hkv, rep, s)
     if masked is not None:        # as _one_query: a row with every key masked gets uniform weights
         bias = masked[:, 0] * np.asarray(np.finfo(q.dtype).min / 2, dtype=q.dtype)    # (Bm, 1, P + S)
         scores.reshape(b, hkv * rep, p + s)[...] += bias
@@ -401,6 +402,7 @@ def prefix_attention(q, k, v, prefix, masked=None, scale: float | None = None, d
     no dropout) reads each prefix once for all its rows; otherwise each row's keys are gathered and
     concatenated (gradients reach q, k and v; the prefix is a constant)."""
     pk, pv, group = prefix
+    group = np.asarray(group)
     b, h, t, d = q.shape
     if (pk.ndim != 4 or pv.shape != pk.shape or k.ndim != 4 or pk.shape[1] != k.shape[1] or pk.shape[3] != d
             or group.shape != (b,) or (group.size and (group.min() < 0 or group.max() >= pk.shape[0]))):

@@ -233,13 +233,13 @@ def top_p_filter(logits: np.ndarray, p: float) -> np.ndarray:
 
 def _rank_order(x: np.ndarray) -> np.ndarray:
     """Per row, token ids by falling logit, ties towards the lower id: argsort(-x, kind="stable"), but
-    a quicksort (~5x faster) for the rows without two equal finite logits, where every order agrees
-    on the finite logits. The -inf logits come last in any order: whether a filter keeps them or not,
-    they stay -inf."""
+    a quicksort (~5x faster) for the rows where no two logits other than -inf are equal and none is
+    NaN: every order agrees there but for the -inf logits, which come last in any order and stay
+    -inf whether a filter keeps them or not."""
     neg = -x
     order = np.argsort(neg, axis=-1)
-    ranked = np.take_along_axis(neg, order, axis=-1)
-    tied = ((ranked[:, 1:] == ranked[:, :-1]) & np.isfinite(ranked[:, 1:])).any(axis=-1)
+    ranked = np.take_along_axis(neg, order, axis=-1)                 # NaN sorts last
+    tied = ((ranked[:, 1:] == ranked[:, :-1]) & (ranked[:, 1:] != np.inf)).any(axis=-1) | np.isnan(ranked[:, -1])
     if tied.any():
         order[tied] = np.argsort(neg[tied], axis=-1, kind="stable")
     return order
