@@ -174,6 +174,9 @@ def test_top_p_equals_the_stable_sort_recipe_with_ties_and_filtered_tokens(rows,
     logits[np.random.default_rng(seed).random(logits.shape) < cut] = -np.inf
     logits[:, 0] = np.where(np.isfinite(logits).any(axis=1), logits[:, 0], 0.0)     # a finite token per row
     expect = logits.copy()
+    if p >= 1.0:                                          # off: every token stays
+        np.testing.assert_array_equal(top_p_filter(logits, p), expect)
+        return
     order = np.argsort(-expect, axis=-1, kind="stable")
     z = np.exp(expect - expect.max(axis=-1, keepdims=True))
     cum = np.cumsum(np.take_along_axis(z / z.sum(axis=-1, keepdims=True), order, axis=-1), axis=-1)
