@@ -91,6 +91,24 @@ def _causal(t):
 _PAD_MASKED = np.array([[False, False, True], [True, True, True]])[:, None, None, :].repeat(3, axis=2)
 
 
+# rows continuing shared prefixes (KVCache.share_prefix): 2 prefixes of 3 positions, row i continues _PREFIX_GROUP[i];
+# each row's 2 queries sit at positions 3 and 4 and see the keys up to their own
+_PREFIX_K, _PREFIX_V = np.random.default_rng(7).standard_normal((2, 2, 2, 3, 4))
+_PREFIX_GROUP = np.array([1, 0, 1])
+_PREFIX_MASKED = (np.arange(5)[None, :] > 3 + np.arange(2)[:, None])[None, None]
+
+
+def _prefix_attention(q, k, v):
+    prefix = (_PREFIX_K.astype(k.dtype), _PREFIX_V.astype(v.dtype), _PREFIX_GROUP)
+    return F.prefix_attention(q, k, v, prefix, _PREFIX_MASKED)
+
+
+def _torch_prefix_attention(q, k, v):
+    import torch
+    pk, pv = (torch.from_numpy(a[_PREFIX_GROUP]).to(k.dtype) for a in (_PREFIX_K, _PREFIX_V))
+    return _torch_attention(q, torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2), _PREFIX_MASKED)
+
+
 def _torch_packed_attention(qkv, n_heads, masked, scale=None):
     """Split the (B, T, 3 H D) projection into heads, written-out attention, heads merged back.
     scale: the score scale instead of 1/sqrt(D) (q is rescaled for _torch_attention's 1/sqrt(D))."""
@@ -222,6 +240,8 @@ SPECS: list[OpSpec] = [
     OpSpec("packed_attention_padding_prescaled", lambda qkv: F.packed_attention(qkv, 2, _PAD_MASKED, scale=1.0),
            lambda qkv: _torch_packed_attention(qkv, 2, _PAD_MASKED, scale=1.0), [(2, 3, 3 * 2 * 4)],
            (AT.PackedAttention,), twice=False, kind="other"),
+    OpSpec("prefix_attention_gqa", _prefix_attention, _torch_prefix_attention,
+           [(3, 4, 2, 4), (3, 2, 2, 4), (3, 2, 2, 4)], (AT.Attention, M.Concatenate), twice=False, kind="other"),
     OpSpec("matmul_vec", lambda a, b: a @ b, lambda a, b: a @ b, [(4,), (2, 4, 3)], (MM.MatMul,), kind="other"),
     # ---- nn
     OpSpec("softmax", lambda a: F.softmax(a, axis=-1), lambda a: a.softmax(dim=-1), [(3, 5)], (NN.Softmax,),

@@ -402,7 +402,7 @@ def prefix_attention(q, k, v, prefix, masked=None, scale: float | None = None, d
     no dropout) reads each prefix once for all its rows; otherwise each row's keys are gathered and
     concatenated (gradients reach q, k and v; the prefix is a constant)."""
     pk, pv, group = prefix
-    group = np.asarray(group)
+    group = np.asarray(backend.to_device(group, "cpu") if hasattr(group, "shape") else group)
     b, h, t, d = q.shape
     if (pk.ndim != 4 or pv.shape != pk.shape or k.ndim != 4 or pk.shape[1] != k.shape[1] or pk.shape[3] != d
             or group.shape != (b,) or (group.size and (group.min() < 0 or group.max() >= pk.shape[0]))):
@@ -417,8 +417,9 @@ def prefix_attention(q, k, v, prefix, masked=None, scale: float | None = None, d
                              "(B, H, T, D) and (B, Hkv, S, D) with Hkv dividing H")
         masked = _checked_mask(masked, b, t, pk.shape[2] + k.shape[2], np)
         return Tensor._wrap(_prefix_one_query(q.data, k.data, v.data, pk, pv, group, masked, scale))
-    keys = concatenate([Tensor._wrap(pk[group]), k], axis=2)
-    values = concatenate([Tensor._wrap(pv[group]), v], axis=2)
+    rows = [backend.to_device(a, k.device)[k.xp.asarray(group)] for a in (pk, pv)]   # each row's prefix, on k's device
+    keys = concatenate([Tensor._wrap(rows[0]), k], axis=2)
+    values = concatenate([Tensor._wrap(rows[1]), v], axis=2)
     return attention(q, keys, values, masked, scale, dropout_p)
 
 
