@@ -8,6 +8,8 @@ torch in float64 and float32.
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -352,6 +354,15 @@ def test_the_gpt_config_takes_the_packed_path_and_llama_does_not():
     assert "Attention" in llama_ops and "PackedAttention" not in llama_ops
 
 
+@contextlib.contextmanager
+def _counting_calls(name: str):
+    """attention_op.<name> wrapped to record each call; yields the list of calls."""
+    called, real = [], getattr(attention_op, name)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(attention_op, name, lambda *a: called.append(1) or real(*a))
+        yield called
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("heads, kv_heads", [(4, 4), (4, 2), (6, 1)])
 @pytest.mark.parametrize("mask", ["none", "padding", "a row sees nothing", "one mask for all rows"])
@@ -368,12 +379,8 @@ def test_one_query_without_a_graph_equals_the_blocked_path_and_torch(dtype, head
               "padding": np.arange(s)[None, None, None, :] < np.array([0, 2, 5])[:, None, None, None],
               "a row sees nothing": np.arange(s)[None, None, None, :] < np.array([0, s, 1])[:, None, None, None],
               "one mask for all rows": (np.arange(s) % 3 == 1)[None, None, None, :]}[mask]
-    called = []
-    real = attention_op._one_query
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(attention_op, "_one_query", lambda *a: called.append(1) or real(*a))
-        with tg.no_grad():
-            fast = F.attention(Tensor(q), Tensor._wrap(k), Tensor._wrap(v), masked).numpy()
+    with _counting_calls("_one_query") as called, tg.no_grad():
+        fast = F.attention(Tensor(q), Tensor._wrap(k), Tensor._wrap(v), masked).numpy()
     blocked = F.attention(Tensor(q, requires_grad=True), Tensor._wrap(k), Tensor._wrap(v), masked).numpy()
     assert called == [1]
     tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=2e-6, atol=2e-6)
@@ -416,12 +423,8 @@ def test_prefix_attention_equals_attention_on_each_rows_keys_and_torch(dtype, he
               "a row sees nothing": (np.arange(total)[None, None, None, :]
                                      < np.array([0, total, 1, 0, 3])[:b, None, None, None]),
               "one mask for all rows": (np.arange(total) % 3 == 1)[None, None, None, :]}[mask]
-    called = []
-    real = attention_op._prefix_one_query
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(attention_op, "_prefix_one_query", lambda *a: called.append(1) or real(*a))
-        with tg.no_grad():
-            fast = F.prefix_attention(Tensor(q), Tensor._wrap(k), Tensor._wrap(v), prefix, masked).numpy()
+    with _counting_calls("_prefix_one_query") as called, tg.no_grad():
+        fast = F.prefix_attention(Tensor(q), Tensor._wrap(k), Tensor._wrap(v), prefix, masked).numpy()
     qt, kt, vt = (Tensor(a.copy(), requires_grad=True) for a in (q, k, v))
     gathered = F.prefix_attention(qt, kt, vt, prefix, masked)
     assert called == [1]

@@ -148,14 +148,15 @@ class CausalSelfAttention(Module):
         if rope_tables is not None:
             cos, sin = rope_tables
             q, k = rope(q, cos, sin), rope(k, cos, sin)
-        if cache is not None and cache.prefix_len:      # rows continuing shared prefixes (KVCache.share_prefix)
+        prefix = None
+        if cache is not None:
             k, v = cache.update(layer, k, v, start)
-            masked = self._mask(x, t, cache.prefix_len + k.shape[2], start, pad_mask)
-            out = prefix_attention(q, k, v, cache.prefix(layer), masked, scale, p)
+            prefix = cache.prefix(layer)                 # rows continuing shared prefixes (KVCache.share_prefix)
+        masked = self._mask(x, t, k.shape[2] + (cache.prefix_len if cache is not None else 0), start, pad_mask)
+        if prefix is None:
+            out = attention(q, k, v, masked, scale, p)                              # (B, H, T, hd)
         else:
-            if cache is not None:
-                k, v = cache.update(layer, k, v, start)
-            out = attention(q, k, v, self._mask(x, t, k.shape[2], start, pad_mask), scale, p)   # (B, H, T, hd)
+            out = prefix_attention(q, k, v, prefix, masked, scale, p)
         out = out.transpose(1, 2).reshape(b, t, h * hd)
         return self.resid_dropout(self.o_proj(out))
 

@@ -101,9 +101,7 @@ class Attention(Function):
     def forward(self, q, k, v, masked, scale, dropout_p):
         xp = backend.get_array_module(q)
         b, h, t, d = q.shape
-        if k.ndim != 4 or k.shape != v.shape or k.shape[0] != b or k.shape[3] != d or h % k.shape[1]:
-            raise ValueError(f"attention: q {q.shape}, k {k.shape}, v {v.shape} do not fit "
-                             "(B, H, T, D) and (B, Hkv, S, D) with Hkv dividing H")
+        _check_qkv("attention", q.shape, k.shape, v.shape)
         hkv, s = k.shape[1], k.shape[2]
         n = b * hkv
         if t == 1 and xp is np and not is_grad_enabled() and dropout_p == 0.0:
@@ -241,6 +239,13 @@ class Attention(Function):
             e.reshape(*e.shape[:2], copies, p1 - p0)[...] += bias[:, :, None]
 
 
+def _check_qkv(op: str, q_shape, k_shape, v_shape) -> None:
+    b, h, _, d = q_shape
+    if len(k_shape) != 4 or k_shape != v_shape or k_shape[0] != b or k_shape[3] != d or h % k_shape[1]:
+        raise ValueError(f"{op}: q {q_shape}, k {k_shape}, v {v_shape} do not fit "
+                         "(B, H, T, D) and (B, Hkv, S, D) with Hkv dividing H")
+
+
 def _checked_mask(masked, b: int, t: int, s: int, xp):
     """The boolean mask as an array of xp, or a clear error when its shape is not (B or 1, 1, T, S)."""
     if s == 0 and t > 0:
@@ -268,14 +273,19 @@ def _one_query(q, k, v, masked, scale):
     rep = h // hkv
     qs = (q * np.asarray(scale, dtype=q.dtype)).reshape(b * hkv, rep, d)
     scores = np.matmul(qs, _units(k, b * hkv).swapaxes(-1, -2))              # (B Hkv, rep, S)
-    if masked is not None:        # the blocked path's bias: a row with every key masked gets uniform weights
-        bias = masked[:, 0] * np.asarray(np.finfo(q.dtype).min / 2, dtype=q.dtype)   # (Bm, 1, S)
-        scores.reshape(b, hkv * rep, s)[...] += bias
-    scores -= scores.max(axis=-1, keepdims=True)
-    np.exp(scores, out=scores)
+    _exp_scores(scores.reshape(b, h, s), masked)
     out = np.matmul(scores, _units(v, b * hkv))                               # (B Hkv, rep, D)
     out /= scores.sum(axis=-1, keepdims=True)
     return out.reshape(b, h, 1, d)
+
+
+def _exp_scores(scores, masked) -> None:
+    """A decode step's scores (B, H, S), one query per head, in place: the mask's bias (the blocked
+    path's: a row with every key masked gets uniform weights), then exp(s - row max)."""
+    if masked is not None:
+        scores += masked[:, 0] * np.asarray(np.finfo(scores.dtype).min / 2, dtype=scores.dtype)   # (Bm, 1, S)
+    scores -= scores.max(axis=-1, keepdims=True)
+    np.exp(scores, out=scores)
 
 
 def _prefix_one_query(q, k, v, pk, pv, group, masked, scale):
@@ -301,11 +311,7 @@ def _prefix_one_query(q, k, v, pk, pv, group, masked, scale):
     scores[..., :p] = on_prefix.reshape(g, hkv, n, rep, p)[group, :, slot]
     on_rows = np.matmul(qs.reshape(b * hkv, rep, d), _units(k, b * hkv).swapaxes(-1, -2))
     scores[..., p:] = on_rows.reshape(b, hkv, rep, s)
-    if masked is not None:        # as _one_query: a row with every key masked gets uniform weights
-        bias = masked[:, 0] * np.asarray(np.finfo(q.dtype).min / 2, dtype=q.dtype)    # (Bm, 1, P + S)
-        scores.reshape(b, hkv * rep, p + s)[...] += bias
-    scores -= scores.max(axis=-1, keepdims=True)
-    np.exp(scores, out=scores)
+    _exp_scores(scores.reshape(b, h, p + s), masked)
     weights = np.zeros((g, hkv, n, rep, p), dtype=q.dtype)
     weights[group, :, slot] = scores[..., :p]
     out = np.matmul(weights.reshape(g * hkv, n * rep, p), pv.reshape(g * hkv, p, d))
@@ -412,9 +418,7 @@ def prefix_attention(q, k, v, prefix, masked=None, scale: float | None = None, d
         scale = 1.0 / math.sqrt(d)
     masked = masked.data if isinstance(masked, Tensor) else masked
     if t == 1 and q.xp is np and not is_grad_enabled() and dropout_p == 0.0:
-        if k.shape != v.shape or k.shape[0] != b or k.shape[3] != d or h % k.shape[1]:
-            raise ValueError(f"prefix_attention: q {q.shape}, k {k.shape}, v {v.shape} do not fit "
-                             "(B, H, T, D) and (B, Hkv, S, D) with Hkv dividing H")
+        _check_qkv("prefix_attention", q.shape, k.shape, v.shape)
         masked = _checked_mask(masked, b, t, pk.shape[2] + k.shape[2], np)
         return Tensor._wrap(_prefix_one_query(q.data, k.data, v.data, pk, pv, group, masked, scale))
     rows = [backend.to_device(a, k.device)[k.xp.asarray(group)] for a in (pk, pv)]   # each row's prefix, on k's device

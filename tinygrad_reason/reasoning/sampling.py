@@ -164,31 +164,33 @@ def _as_f64(logits) -> np.ndarray:
     return arr
 
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise log-softmax in float64 (-inf entries stay -inf)."""
-    x = _as_f64(logits)
-    m = x.max(axis=-1, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    with np.errstate(divide="ignore"):
-        return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
-
-
-def _log_softmax_at(x: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """log_softmax(x)[row, ids[row]] per row, the same numbers without the whole (B, V) result."""
+def _shifted_exp(x: np.ndarray):
+    """(m, exp(x - m)) with m the row max (keepdims), 0 for a row without a finite max."""
     m = x.max(axis=-1, keepdims=True)
     m = np.where(np.isfinite(m), m, 0.0)
     e = x - m
     np.exp(e, out=e)
+    return m, e
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax in float64 (-inf entries stay -inf)."""
+    x = _as_f64(logits)
+    m, e = _shifted_exp(x)
+    with np.errstate(divide="ignore"):
+        return x - m - np.log(e.sum(axis=-1, keepdims=True))
+
+
+def _log_softmax_at(x: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """log_softmax(x)[row, ids[row]] per row, the same numbers without the whole (B, V) result."""
+    m, e = _shifted_exp(x)
     with np.errstate(divide="ignore"):
         lse = np.log(e.sum(axis=-1))
-    rows = np.arange(x.shape[0])
-    return x[rows, ids] - m[:, 0] - lse
+    return x[np.arange(x.shape[0]), ids] - m[:, 0] - lse
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
-    m = x.max(axis=-1, keepdims=True)
-    e = x - np.where(np.isfinite(m), m, 0.0)
-    np.exp(e, out=e)
+    _, e = _shifted_exp(x)
     e /= e.sum(axis=-1, keepdims=True)
     return e
 
