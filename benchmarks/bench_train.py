@@ -10,6 +10,7 @@ cross-entropy, backward, AdamW. Steps alternate ours / torch after warm-up; medi
     python benchmarks/bench_train.py --configs medium --steps 3      # slow on 2 cores
     python benchmarks/bench_train.py --configs small --gemm-floor --no-memory   # + the BLAS part alone
     python benchmarks/bench_train.py --configs tiny,small --blas mkl           # ours on MKL ([mkl] extra)
+    python benchmarks/bench_train.py --configs tiny,small --threads 1 --hand --no-memory   # + the hand-written step
 
 Our side runs its step two ways (--parallel both, the default): "ops", one forward/backward whose ops split
 their work over the threads, and "data", the batch cut into a shard per thread, each shard's forward and
@@ -20,7 +21,9 @@ FLOP/s and its fraction of the float32 matmul peak measured in the same run, and
 each side (measured in a child process per side: growth of the peak RSS over the RSS before
 training, the peak being reset through /proc/self/clear_refs; Linux only). With --gemm-floor, the
 linear layers' GEMMs of one step timed alone in numpy and in torch, and each side's step minus them
-(`*_rest_ms`: everything that is not a linear-layer GEMM).
+(`*_rest_ms`: everything that is not a linear-layer GEMM). With --hand, a third side: the same step
+written by hand in plain NumPy (hand_step.py, no autograd), timed in the same alternation, with its time
+per part of the step (`hand_parts_ms`): the floor that tells the engine's overhead from NumPy's own cost.
 """
 from __future__ import annotations
 
@@ -267,7 +270,7 @@ def _status_mib(field: str) -> float:
 
 
 def run(name: str, threads: int, steps: int, warmup: int, memory: bool, gemm_floor: bool = False,
-        parallel: str = "both") -> dict:
+        parallel: str = "both", hand: bool = False) -> dict:
     """parallel: how our side uses the threads: "ops" (each op splits its work), "data" (a batch shard
     per thread) or "both" (two models of ours, same weights, timed in turn with torch)."""
     import numpy as np
@@ -279,14 +282,24 @@ def run(name: str, threads: int, steps: int, warmup: int, memory: bool, gemm_flo
     if threads == 1:
         modes = ["ops"]         # one shard: the data-parallel step is the plain one
     sides = {m: (ours, opt) if m == modes[0] else build_ours(name)[1:] for m in modes}
-    times = {m: [] for m in [*modes, "torch"]}
+    if hand:
+        from hand_step import HandGPT
+        hand_model = HandGPT(ours.state_dict(), cfg.n_heads, norm_eps=cfg.norm_eps)
+    times = {m: [] for m in [*modes, "torch"] + (["hand"] if hand else [])}
     losses = {}
     for i in range(warmup + steps):
+        if hand and i == warmup:
+            hand_model.times.clear()
         for m, (model, optimizer) in sides.items():
             t0 = time.perf_counter()
             losses[m] = our_step(model, optimizer, ids, targets, data_parallel=m == "data")
             if i >= warmup:
                 times[m].append(time.perf_counter() - t0)
+        if hand:
+            t0 = time.perf_counter()
+            losses["hand"] = hand_model.step(ids, targets)
+            if i >= warmup:
+                times["hand"].append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         lt = torch_step(tmodel, topt, tids, ttargets)
         if i >= warmup:
@@ -313,6 +326,12 @@ def run(name: str, threads: int, steps: int, warmup: int, memory: bool, gemm_flo
         result.update({"ours_data_parallel_ms": round(d * 1e3, 2), "ratio_data_parallel": round(d / t, 3),
                        "ours_data_parallel_tokens_per_s": round(ids.size / d),
                        "final_loss_ours_data_parallel": round(losses["data"], 4)})
+    if hand:
+        h = float(np.median(times["hand"]))
+        result.update({"hand_ms": round(h * 1e3, 2), "ratio_hand": round(h / t, 3),
+                       "ours_over_hand": round(o / h, 3), "final_loss_hand": round(losses["hand"], 4),
+                       "hand_parts_ms": {k: round(v / steps * 1e3, 1) for k, v in
+                                         sorted(hand_model.times.items(), key=lambda kv: -kv[1])}})
     if gemm_floor:
         floor = linear_gemm_floor(cfg, ids.shape[0])
         result["linear_gemms_numpy_ms"] = round(floor["numpy"] * 1e3, 1)
@@ -345,6 +364,8 @@ def main() -> None:
                          "(data, tinygrad_reason/parallel.py), or both timed in turn; with --threads 1 only ops")
     ap.add_argument("--gemm-floor", action="store_true",
                     help="also time the linear layers' GEMMs alone in numpy and torch (the BLAS part of a step)")
+    ap.add_argument("--hand", action="store_true",
+                    help="also time the step written by hand in plain NumPy (hand_step.py): the engine's floor")
     args = ap.parse_args()
     _set_threads(args.threads)
     if args.blas == "mkl":
@@ -354,7 +375,7 @@ def main() -> None:
         if name not in CONFIGS:
             ap.error(f"unknown config {name!r}: choose from {sorted(CONFIGS)}")
         print(json.dumps(run(name, args.threads, args.steps, args.warmup, not args.no_memory, args.gemm_floor,
-                             args.parallel)),
+                             args.parallel, args.hand)),
               flush=True)
 
 

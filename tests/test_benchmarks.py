@@ -24,12 +24,15 @@ def _run(script: str, *args: str) -> list[dict]:
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
 
 
-def test_bench_train_tiny_with_gemm_floor():
+def test_bench_train_tiny_with_gemm_floor_and_hand_step():
     (row,) = _run("bench_train.py", "--configs", "tiny", "--steps", "1", "--warmup", "0", "--threads", "1",
-                  "--no-memory", "--gemm-floor")
-    assert row["final_loss_ours"] == pytest.approx(row["final_loss_torch"], rel=1e-4)
-    for key in ("ours_ms", "torch_ms", "ratio", "linear_gemms_numpy_ms", "linear_gemms_torch_ms", "ours_rest_ms"):
+                  "--no-memory", "--gemm-floor", "--hand")
+    for key in ("final_loss_ours", "final_loss_hand"):
+        assert row[key] == pytest.approx(row["final_loss_torch"], rel=1e-4), key
+    for key in ("ours_ms", "torch_ms", "ratio", "linear_gemms_numpy_ms", "linear_gemms_torch_ms", "ours_rest_ms",
+                "hand_ms", "ratio_hand", "ours_over_hand"):
         assert row[key] > 0, key
+    assert {"linear", "attention", "gelu", "layernorm", "adamw"} <= set(row["hand_parts_ms"])
 
 
 def test_bench_train_tiny_both_parallel_modes():
