@@ -64,6 +64,15 @@ def test_bench_blas_tiny_without_mkl():
     assert row["numpy_ms"] > 0 and row["torch_ms"] > 0 and "mkl_ctypes_ms" not in row
 
 
+def test_bench_blas_decode_rows():
+    (row,) = _run("bench_blas.py", "--config", "tiny", "--threads", "1", "--repeats", "1", "--decode-rows", "16")
+    assert row["rows"] == 16
+    assert row["numpy_ms"] > 0 and row["numpy_x_wt_ms"] > 0 and row["torch_ms"] > 0
+    (alone,) = _run("bench_blas.py", "--config", "tiny", "--threads", "1", "--repeats", "1", "--decode-rows", "2",
+                    "--without-torch")
+    assert alone["numpy_ms"] > 0 and "torch_ms" not in alone
+
+
 def test_bench_core_gelu_kernel_quick():
     rows = _run("bench_core.py", "--only", "kernels", "--quick", "--threads", "1")
     assert [r["name"] for r in rows] == ["gelu fwd 16x1536", "gelu fwd+bwd 16x1536",
