@@ -23,7 +23,7 @@ training, the peak being reset through /proc/self/clear_refs; Linux only). With 
 linear layers' GEMMs of one step timed alone in numpy and in torch, and each side's step minus them
 (`*_rest_ms`: everything that is not a linear-layer GEMM). With --hand, a third side: the same step
 written by hand in plain NumPy (hand_step.py, no autograd), timed in the same alternation, with its time
-per part of the step (`hand_parts_ms`): the floor that tells the engine's overhead from NumPy's own cost.
+per part of the step (`hand_parts_ms`): the reference that tells the engine's overhead from NumPy's own cost.
 """
 from __future__ import annotations
 
@@ -365,7 +365,8 @@ def main() -> None:
     ap.add_argument("--gemm-floor", action="store_true",
                     help="also time the linear layers' GEMMs alone in numpy and torch (the BLAS part of a step)")
     ap.add_argument("--hand", action="store_true",
-                    help="also time the step written by hand in plain NumPy (hand_step.py): the engine's floor")
+                    help="also time the step written by hand in plain NumPy (hand_step.py, always on NumPy's BLAS): "
+                         "the reference that tells the engine's overhead from NumPy's own cost")
     args = ap.parse_args()
     _set_threads(args.threads)
     if args.blas == "mkl":
