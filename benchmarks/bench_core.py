@@ -50,7 +50,9 @@ import torch  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import tinygrad_reason as tg  # noqa: E402
+from tinygrad_reason.fast import configure_from_env  # noqa: E402
 
+configure_from_env()              # as the command line does: malloc keeps freed memory
 torch.set_num_threads(args.threads)
 if args.blas == "mkl":
     tg.use_mkl()
@@ -216,7 +218,7 @@ def gemm_floor(batch, d_in, d_hid, d_out, quick):
 
 # ---------------------------------------------------------------- c) the GELU kernel
 def gelu_kernel(quick):
-    from tinygrad_reason.ops import kernels
+    from tinygrad_reason.fast import kernels
     rng = np.random.default_rng(0)
     repeats, warmup = (5, 2) if quick else (15, 5)
     for rows in (16, 512) if quick else (16, 512, 4096):

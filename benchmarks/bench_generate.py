@@ -26,7 +26,7 @@ def decode_ours(model, prompt, n_new):
 
     import tinygrad_reason as tg
     cache = model.new_cache(prompt.shape[0], prompt.shape[1] + n_new)
-    with tg.no_grad(), tg.blas.packed_weights(model):     # as sampling.generate does: packs with MKL on, timed
+    with tg.no_grad():                 # with MKL on, 2-64-row products pack their weights (fast/packing.py), timed
         logits = model(prompt, cache=cache, start=0)
         tokens = []
         for i in range(n_new):

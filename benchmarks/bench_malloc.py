@@ -32,7 +32,7 @@ def child(config: str, steps: int, warmup: int, data_parallel: bool) -> dict:
     import numpy as np
 
     import bench_train
-    from tinygrad_reason import allocator
+    from tinygrad_reason.fast import allocator
 
     cfg, model, opt = bench_train.build_ours(config)
     c = bench_train.CONFIGS[config]

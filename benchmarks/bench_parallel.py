@@ -42,7 +42,7 @@ def _median_ms(times) -> float:
 def model_steps(config: str, threads: int, repeats: int) -> dict:
     import numpy as np
 
-    from tinygrad_reason import backend
+    from tinygrad_reason.fast.threads import kernel_threads, single_threaded_blas
     from tinygrad_reason.parallel import data_parallel_backward
     _, model, _ = bench_train.build_ours(config)
     c = bench_train.CONFIGS[config]
@@ -52,7 +52,7 @@ def model_steps(config: str, threads: int, repeats: int) -> dict:
 
     def on_one_thread(rows):
         model.zero_grad()
-        with backend.kernel_threads(1), backend.single_threaded_blas():
+        with kernel_threads(1), single_threaded_blas():
             model.loss(x[:rows], y[:rows]).backward()
 
     def ops():
@@ -84,7 +84,7 @@ def machine_loads(threads: int, repeats: int) -> list[dict]:
 
     import numpy as np
 
-    from tinygrad_reason import backend
+    from tinygrad_reason.fast.threads import single_threaded_blas
     rng = np.random.default_rng(0)
     copies = range(threads)
     a = [rng.standard_normal((2048, 384), dtype=np.float32) for _ in copies]
@@ -101,7 +101,7 @@ def machine_loads(threads: int, repeats: int) -> list[dict]:
     }
     pool = ThreadPoolExecutor(threads)
     out = []
-    with backend.single_threaded_blas():
+    with single_threaded_blas():
         for name, fn in loads.items():
             alone, together = [], []
             for i in range(repeats + 1):

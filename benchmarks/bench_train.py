@@ -50,9 +50,11 @@ def _set_threads(n: int) -> None:
 def build_ours(name: str, seed: int = 0):
     """Our model + optimizer for a config, seeded."""
     import tinygrad_reason as tg
+    from tinygrad_reason.fast import configure_from_env
     from tinygrad_reason.nn import Transformer, TransformerConfig
     from tinygrad_reason.optim import AdamW, decay_groups
 
+    configure_from_env()          # as the command line does: malloc keeps freed memory, TINYGRAD_REASON_BLAS
     c = CONFIGS[name]
     tg.manual_seed(seed)
     cfg = TransformerConfig(vocab_size=c["vocab"], context_length=c["ctx"], d_model=c["d"], n_layers=c["layers"],
@@ -311,7 +313,7 @@ def run(name: str, threads: int, steps: int, warmup: int, memory: bool, gemm_flo
     result = {
         "config": name, **CONFIGS[name], "threads": threads, "steps": steps, "ours_parallel": modes[0],
         "ours_blas": "mkl" if __import__("tinygrad_reason").mkl_enabled() else "numpy",
-        "ours_kernel_threads": __import__("tinygrad_reason").backend.num_threads(),
+        "ours_kernel_threads": __import__("tinygrad_reason.fast.threads").fast.threads.num_threads(),
         "ours_ms": round(o * 1e3, 2), "torch_ms": round(t * 1e3, 2), "ratio": round(o / t, 3),
         "ours_tokens_per_s": round(ids.size / o), "torch_tokens_per_s": round(ids.size / t),
         "ours_gflops": round(flops / o / 1e9, 2), "torch_gflops": round(flops / t / 1e9, 2),
@@ -370,7 +372,7 @@ def main() -> None:
     args = ap.parse_args()
     _set_threads(args.threads)
     if args.blas == "mkl":
-        os.environ["TINYGRAD_REASON_BLAS"] = "mkl"     # read when tinygrad_reason is imported (children too)
+        os.environ["TINYGRAD_REASON_BLAS"] = "mkl"     # read by configure_from_env in build_ours (children too)
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     for name in args.configs.split(","):
         if name not in CONFIGS:

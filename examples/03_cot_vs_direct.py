@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from tinygrad_reason.cli import _setup_threads, load_config, run_compare  # noqa: E402
+from tinygrad_reason.cli import load_config, run_compare, setup_threads  # noqa: E402
 
 
 def main() -> None:
@@ -35,7 +35,7 @@ def main() -> None:
     if args.steps:
         cfg["train"]["steps"] = args.steps
         cfg["train"]["eval_every"] = max(1, args.steps // 3)
-    _setup_threads(cfg)
+    setup_threads(cfg)
     print(run_compare(cfg, args.out)["table"])
 
 

@@ -1,7 +1,7 @@
-"""allocator.py: on import the package makes glibc malloc keep freed memory, so a repeated
-allocation pattern (a training step's activations) stops faulting fresh pages in; the environment
-variable opts out; bad values are clear errors. Each case runs in a fresh interpreter, because
-malloc's settings belong to the process."""
+"""fast/allocator.py: the command line (fast.configure_from_env) makes glibc malloc keep freed memory,
+so a repeated allocation pattern (a training step's activations) stops faulting fresh pages in;
+importing the package does not; the environment variable opts out; bad values are clear errors.
+Each case runs in a fresh interpreter, because malloc's settings belong to the process."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tinygrad_reason import allocator
+from tinygrad_reason.fast import allocator
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 glibc_only = pytest.mark.skipif(not allocator.is_glibc(), reason="mallopt thresholds exist only in glibc")
@@ -21,7 +21,9 @@ glibc_only = pytest.mark.skipif(not allocator.is_glibc(), reason="mallopt thresh
 STEP_PATTERN = """
 import json, resource, numpy as np
 import tinygrad_reason
-from tinygrad_reason import allocator
+from tinygrad_reason.fast import allocator, configure_from_env
+assert not allocator.applied            # importing the package leaves malloc alone
+configure_from_env()                    # what the command line does at start
 def step():
     arrays = [np.ones(3 * 2 ** 20 // 4, dtype=np.float32) for _ in range(20)]
     del arrays
@@ -41,7 +43,7 @@ def _python(code: str, malloc: str | None):
 
 
 @glibc_only
-def test_import_keeps_freed_memory_so_a_repeated_step_faults_no_new_pages():
+def test_configured_malloc_keeps_freed_memory_so_a_repeated_step_faults_no_new_pages():
     out = _python(STEP_PATTERN, None)
     assert out.returncode == 0, out.stderr
     row = json.loads(out.stdout.strip().splitlines()[-1])
@@ -61,8 +63,12 @@ def test_system_setting_leaves_glibc_defaults_which_fault_the_step_in_again():
 
 def test_bad_setting_is_a_clear_error():
     out = _python("import tinygrad_reason", "sometimes")
+    assert out.returncode == 0, out.stderr        # importing reads no setting
+    out = _python("from tinygrad_reason.fast import configure_from_env; configure_from_env()", "sometimes")
     assert out.returncode != 0
     assert "TINYGRAD_REASON_MALLOC must be 'reuse' or 'system', got 'sometimes'" in out.stderr
+    out = _python("import tinygrad_reason.cli as c, sys; sys.exit(c.main(['eval', '--run', '/nonexistent']))", "sometimes")
+    assert out.returncode == 2 and "TINYGRAD_REASON_MALLOC must be 'reuse' or 'system'" in out.stderr
 
 
 def test_bad_thresholds_are_clear_errors():
@@ -73,7 +79,7 @@ def test_bad_thresholds_are_clear_errors():
 
 
 @glibc_only
-def test_a_refused_threshold_is_an_error_and_only_a_warning_on_import(monkeypatch):
+def test_a_refused_threshold_is_an_error_and_only_a_warning_at_start(monkeypatch):
     # no real mallopt call here: this process's malloc stays as it is
     monkeypatch.setattr(allocator, "_mallopt", lambda param, value: 0)
     with pytest.raises(ValueError, match=r"glibc refused mmap_threshold=33554432 \(mallopt returned 0\)"):

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tinygrad_reason import allocator
+from tinygrad_reason.fast import allocator
 
 pytest.importorskip("torch")
 

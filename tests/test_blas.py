@@ -1,5 +1,5 @@
-"""blas.matmul2d: MKL by ctypes for 2-d products when switched on, NumPy otherwise; packed weights
-for batched decoding; MKL's vector math (vml.py) under the float32 GELU and erf kernels.
+"""fast/blas.py matmul2d: MKL by ctypes for 2-d products when switched on, NumPy otherwise; packed
+weights for batched decoding (fast/packing.py); MKL's vector math (vml.py) under the float32 GELU and erf kernels.
 
 The MKL tests need the optional extra (pip install 'tinygrad_reason[mkl]') and skip without it,
 saying so; the switch's error and the NumPy fallback are tested everywhere.
@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 import tinygrad_reason as tg
-from tinygrad_reason import Tensor, backend, blas, functional as F, vml  # noqa: F401
+from tinygrad_reason.fast import threads
+from tinygrad_reason import Tensor, backend, functional as F  # noqa: F401
+from tinygrad_reason.fast import blas, packing, vml
 
 
 def _mkl_available() -> bool:
@@ -107,7 +109,7 @@ def test_linear_with_mkl_equals_linear_without(mkl):
 def test_mkl_rows_split_over_threads_match_numpy(mkl, layout, monkeypatch):
     """Large products are split by rows over our threads (MKL runs sequential in each)."""
     monkeypatch.setattr(blas, "SPLIT_MIN_FLOPS", 0)
-    before = backend.num_threads()
+    before = threads.num_threads()
     tg.set_num_threads(2)
     try:
         rng = np.random.default_rng(2)
@@ -129,111 +131,119 @@ def _decoder(seed: int = 0):
     return model
 
 
-def test_packed_weights_is_a_no_op_with_mkl_off():
+def test_packing_is_off_with_mkl_off():
     w, x = np.ones((200, 96), dtype=np.float32), np.ones((4, 96), dtype=np.float32)
     assert not blas.mkl_enabled()
-    with blas.packed_weights(_decoder()), blas.packed_weights([w]):
-        assert not blas._packs
-        assert blas.packed_matmul(x, w) is None and blas.packed_matmul(x, w) is None
+    assert packing.skinny_matmul(x, w) is None and packing.skinny_matmul(x, w) is None
+    assert packing.packed_count() == 0
 
 
 @pytest.fixture
 def one_thread():
-    before = backend.num_threads()
+    before = threads.num_threads()
     tg.set_num_threads(1)
     yield
     tg.set_num_threads(before)
 
 
-def _packed_entries():
-    return {k: e for k, e in blas._packs.items() if e.buffer is not None}
+@pytest.fixture
+def no_packs():
+    packing.release()
+    yield
+    packing.release()
+
+
+def _decode(model, prompt, rows):
+    cache = model.new_cache(rows, 12)
+    with tg.no_grad():
+        out = [model(prompt[:rows], cache=cache, start=0).numpy()[:, -1]]
+        for i in range(4):
+            nxt = out[-1].argmax(axis=-1)[:, None]
+            out.append(model(nxt, cache=cache, start=5 + i).numpy()[:, -1])
+    return np.stack(out)
 
 
 @needs_mkl
-def test_packed_decoding_equals_unpacked(mkl, one_thread):
+def test_packed_decoding_equals_unpacked(mkl, one_thread, no_packs):
     """16-row decode steps on packed weights give the logits of the unpacked path; a weight is packed
-    on its second many-row product (never for one-row steps), and every packed copy is freed after."""
+    on its second many-row product at one version (never for one-row steps), and freed with the model."""
     model = _decoder()
     prompt = np.random.default_rng(3).integers(0, 130, size=(16, 5))
-
-    def decode(rows):
-        cache = model.new_cache(rows, 12)
-        with tg.no_grad():
-            out = [model(prompt[:rows], cache=cache, start=0).numpy()[:, -1]]
-            for i in range(4):
-                nxt = out[-1].argmax(axis=-1)[:, None]
-                out.append(model(nxt, cache=cache, start=5 + i).numpy()[:, -1])
-        return np.stack(out)
-
-    plain = {rows: decode(rows) for rows in (1, 16)}
-    with blas.packed_weights(model):
-        assert blas._packs and not _packed_entries()
-        one_row = decode(1)                       # the prompt's 5 rows once, then one-row steps
-        assert not _packed_entries()
-        sixteen = decode(16)
-        packed = _packed_entries()
-        assert packed and all(e.uses >= 2 for e in packed.values())
-    assert not blas._packs
+    blas.use_numpy_blas()
+    plain = {rows: _decode(model, prompt, rows) for rows in (1, 16)}
+    blas.use_mkl()
+    one_row = _decode(model, prompt, 1)           # the prompt's 5 rows once, then one-row steps
+    assert packing.packed_count() == 0
+    sixteen = _decode(model, prompt, 16)
+    from tinygrad_reason.nn import Linear
+    assert packing.packed_count() == sum(isinstance(m, Linear) for m in model.modules())    # every linear weight
     np.testing.assert_allclose(one_row, plain[1], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(sixteen, plain[16], rtol=1e-4, atol=1e-4)
     assert (sixteen.argmax(-1) == plain[16].argmax(-1)).all()
+    del model
+    import gc
+    gc.collect()
+    assert packing.packed_count() == 0            # the packed copies went with their weights
 
 
 @needs_mkl
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("rows", [2, 7, 64])
-def test_packed_matmul_matches_numpy(mkl, one_thread, dtype, rows):
+def test_skinny_matmul_matches_numpy(mkl, one_thread, no_packs, dtype, rows):
     rng = np.random.default_rng(rows)
     w = rng.standard_normal((200, 70)).astype(dtype)
     x = rng.standard_normal((rows, 70)).astype(dtype)
-    with blas.packed_weights([w]):
-        assert blas.packed_matmul(x, w) is None          # first product: not packed yet
-        got = blas.packed_matmul(x, w)
-        assert blas.packed_matmul(x[:, :69], w) is None  # wrong width, wrong dtype, too many rows: not used
-        assert blas.packed_matmul(x.astype(np.float16), w) is None
-        assert blas.packed_matmul(np.ones((65, 70), dtype), w) is None
-        assert blas.packed_matmul(x, w.copy()) is None   # a different array with equal values is not packed
-        tg.set_num_threads(2)
-        assert blas.packed_matmul(x, w) is None          # more threads: NumPy's BLAS uses them
-        tg.set_num_threads(1)
+    assert packing.skinny_matmul(x, w) is None          # first product: not packed yet
+    got = packing.skinny_matmul(x, w)
+    assert packing.skinny_matmul(x[:, :69], w) is None  # wrong width, wrong dtype, too many rows: not used
+    assert packing.skinny_matmul(x.astype(np.float16), w) is None
+    assert packing.skinny_matmul(np.ones((65, 70), dtype), w) is None
+    assert packing.skinny_matmul(x, w.copy()) is None   # a different array with equal values is not packed
+    tg.set_num_threads(2)
+    assert packing.skinny_matmul(x, w) is None          # more threads: NumPy's BLAS uses them
+    tg.set_num_threads(1)
     tol = 1e-12 if dtype == np.float64 else 1e-5
     np.testing.assert_allclose(got, x @ w.T, rtol=tol, atol=tol)
     assert got.shape == (rows, 200) and got.dtype == dtype
 
 
 @needs_mkl
-def test_changing_packed_weights_is_a_clear_error(mkl):
-    model = _decoder()
+def test_changed_weights_are_repacked(mkl, one_thread, no_packs):
+    """The packed copy guards itself: an optimizer step or load_state_dict bumps the weights' version,
+    and the next products see the new weights, exactly as the unpacked path does."""
     from tinygrad_reason.optim import AdamW
-    opt = AdamW(model.parameters(), lr=1e-3)
+    model = _decoder()
+    prompt = np.random.default_rng(4).integers(0, 130, size=(16, 5))
+    before = _decode(model, prompt, 16)
+    assert packing.packed_count() > 0
+    state = {k: v.copy() for k, v in model.state_dict().items()}
+    opt = AdamW(model.parameters(), lr=1e-2)
     for p in model.parameters():
-        p.grad = Tensor(np.zeros_like(p.data))
-    state = model.state_dict()
-    with blas.packed_weights(model):
-        with pytest.raises(RuntimeError, match="AdamW.step: a parameter is inside blas.packed_weights"):
-            opt.step()
-        with pytest.raises(RuntimeError, match="load_state_dict into Transformer: a parameter is inside"):
-            model.load_state_dict(state)
-        with pytest.raises(RuntimeError, match="use_numpy_blas: called inside blas.packed_weights"):
-            blas.use_numpy_blas()
-        with blas.packed_weights(model):         # nested: adds nothing, removes nothing
-            pass
-        assert len(blas._packs) == sum(p.ndim == 2 and min(p.shape) > blas.MIN_SIDE for p in model.parameters())
-    opt.step()                                   # after the block: fine
-    model.load_state_dict(state)
+        p.grad = Tensor(np.ones_like(p.data))
+    opt.step()                                    # every weight changes, in place
+    stepped = _decode(model, prompt, 16)
+    blas.use_numpy_blas()
+    expected = _decode(model, prompt, 16)
+    blas.use_mkl()
+    np.testing.assert_allclose(stepped, expected, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(stepped, before, atol=1e-3)
+    model.load_state_dict(state)                  # back to the first weights, in place
+    np.testing.assert_allclose(_decode(model, prompt, 16), before, rtol=1e-4, atol=1e-4)
+    blas.use_numpy_blas()                         # switching MKL off frees every packed copy
+    assert packing.packed_count() == 0
 
 
 @needs_mkl
-def test_generate_with_packed_mkl_equals_numpy_blas(mkl, one_thread, monkeypatch):
-    from tinygrad_reason.reasoning.sampling import SamplingConfig, generate
+def test_generate_with_packed_mkl_equals_numpy_blas(mkl, one_thread, no_packs, monkeypatch):
+    from tinygrad_reason.generate import SamplingConfig, generate
     packed = []
-    pack = blas._Packed.pack
-    monkeypatch.setattr(blas._Packed, "pack", lambda self: (packed.append(self.weight.shape), pack(self)))
+    pack = packing._Packed.pack
+    monkeypatch.setattr(packing._Packed, "pack", lambda self, w: (packed.append(w.shape), pack(self, w)))
     model = _decoder(1)
     prompts = [[1, 2, 3], [4, 5], [6, 7, 8, 9], [10]] * 2
     cfg = SamplingConfig(max_new_tokens=8, temperature=0.0)
     with_mkl = generate(model, prompts, cfg)
-    assert packed and not blas._packs            # generate packed the weights, and freed them
+    assert packed                                 # decoding the batch packed the weights
     blas.use_numpy_blas()
     without = generate(model, prompts, cfg)
     assert with_mkl.tokens == without.tokens
@@ -278,7 +288,7 @@ def test_vml_refuses_a_count_over_32_bits(mkl):
 
 @needs_mkl
 def test_gelu_and_erf_kernels_on_vml_match_float64(mkl, monkeypatch):
-    from tinygrad_reason.ops import kernels
+    from tinygrad_reason.fast import kernels
     used = []
     real = vml.function
     monkeypatch.setattr(vml, "function", lambda name, dtype: used.append(name) or real(name, dtype))
@@ -313,7 +323,7 @@ def test_gelu_and_erf_kernels_on_vml_match_float64(mkl, monkeypatch):
 
 @needs_mkl
 def test_gelu_on_vml_is_the_same_on_two_threads(mkl, one_thread):
-    from tinygrad_reason.ops import kernels
+    from tinygrad_reason.fast import kernels
     x = np.random.default_rng(7).standard_normal((600, 1000)).astype(np.float32)   # over PARALLEL_MIN
     g = np.ones_like(x)
     one = kernels.gelu_forward(x), *kernels.gelu_forward_and_derivative(x), kernels.gelu_backward(x, g)

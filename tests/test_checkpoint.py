@@ -12,7 +12,7 @@ import pytest
 
 import tinygrad_reason as tg
 from tinygrad_reason import backend
-from tinygrad_reason.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from tinygrad_reason.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from tinygrad_reason.nn import Linear, Module, Transformer, TransformerConfig
 from tinygrad_reason.optim import SGD, AdamW, warmup_cosine
 
@@ -177,7 +177,7 @@ CHILD = textwrap.dedent("""
     import os, sys, time
     sys.path[:0] = [{repo!r}, {tests!r}]
     import test_checkpoint as T
-    from tinygrad_reason import checkpoint, safetensors_io
+    from tinygrad_reason.io import checkpoint, safetensors as safetensors_io
 
     directory, point = sys.argv[1], sys.argv[2]
     model, opt = T.trained(seed=1, steps=1)

@@ -11,6 +11,7 @@ import tomllib
 import pytest
 
 from tinygrad_reason import backend, cli
+from tinygrad_reason.train.stats import two_proportion_p
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -207,7 +208,7 @@ def test_sample_streams_the_greedy_completion(run_dir):
     # what was streamed is exactly the greedy continuation (special tokens not printed, newline at <|step|>)
     from tinygrad_reason.data.formats import parse_completion, prompt_ids
     from tinygrad_reason.data.records import Record
-    from tinygrad_reason.reasoning.sampling import SamplingConfig, generate
+    from tinygrad_reason.generate import SamplingConfig, generate
     _, tok, model, _ = cli.load_run(str(out))
     scfg = SamplingConfig(temperature=0.0, max_new_tokens=6, stop_ids=(tok.eot_id,))
     ids = generate(model, [prompt_ids(Record(q, [], ""), tok, "cot")], scfg).tokens[0]
@@ -217,7 +218,7 @@ def test_sample_streams_the_greedy_completion(run_dir):
 
 
 def test_sample_prints_steps_on_lines_and_the_answer(run_dir, monkeypatch):
-    from tinygrad_reason.reasoning import sampling
+    from tinygrad_reason import generate as sampling
     _, tok, _, _ = cli.load_run(str(run_dir[0]))
     script = (tok.encode(" 3 + 4 = 7.") + [tok.step_id] + tok.encode(" 7 * 2 = 14.") + [tok.step_id, tok.answer_id]
               + tok.encode(" 14") + [tok.eot_id])
@@ -260,11 +261,11 @@ def test_compare_with_a_json_config(tmp_path):
 
 
 def test_two_proportion_p():
-    assert cli.two_proportion_p(5, 10, 5, 10) == pytest.approx(1.0)
-    assert cli.two_proportion_p(0, 10, 0, 10) == 1.0
-    assert cli.two_proportion_p(90, 100, 10, 100) < 1e-10
-    assert cli.two_proportion_p(30, 50, 20, 50) == pytest.approx(0.0455, abs=1e-3)   # z = 2.0
-    assert cli.two_proportion_p(1, 0, 1, 2) != cli.two_proportion_p(1, 0, 1, 2)      # nan without data
+    assert two_proportion_p(5, 10, 5, 10) == pytest.approx(1.0)
+    assert two_proportion_p(0, 10, 0, 10) == 1.0
+    assert two_proportion_p(90, 100, 10, 100) < 1e-10
+    assert two_proportion_p(30, 50, 20, 50) == pytest.approx(0.0455, abs=1e-3)   # z = 2.0
+    assert two_proportion_p(1, 0, 1, 2) != two_proportion_p(1, 0, 1, 2)      # nan without data
 
 
 # ------------------------------------------------------------------ configs

@@ -8,7 +8,7 @@ import pytest
 
 from tinygrad_reason.data import Record, records_digest
 from tinygrad_reason.data.arithmetic import OPS, TEMPLATES, generate_arithmetic
-from tinygrad_reason.data.safe_eval import find_annotations, safe_eval
+from tinygrad_reason.grading.safe_eval import find_annotations, safe_eval
 
 ANN = re.compile(r"<<([^<>]*)=([^<>=]*)>>")
 

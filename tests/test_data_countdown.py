@@ -8,7 +8,7 @@ import pytest
 
 from tinygrad_reason.data import records_digest
 from tinygrad_reason.data.countdown import check_countdown, generate_countdown
-from tinygrad_reason.data.safe_eval import find_annotations
+from tinygrad_reason.grading.safe_eval import find_annotations
 
 
 def _all_solutions(numbers, target, limit=200):

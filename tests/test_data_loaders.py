@@ -10,7 +10,7 @@ from tinygrad_reason.data import Record
 from tinygrad_reason.data.loaders import (
     LoadResult, last_boxed, load_gsm8k, load_math, parse_gsm8k_answer, split_math_solution,
 )
-from tinygrad_reason.data.safe_eval import find_annotations
+from tinygrad_reason.grading.safe_eval import find_annotations
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TESTS)

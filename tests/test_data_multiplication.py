@@ -6,7 +6,7 @@ import pytest
 
 from tinygrad_reason.data import records_digest
 from tinygrad_reason.data.multiplication import generate_multiplication, multiplication_steps
-from tinygrad_reason.data.safe_eval import find_annotations
+from tinygrad_reason.grading.safe_eval import find_annotations
 
 
 def test_spec_example_exact():

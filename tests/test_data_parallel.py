@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import tinygrad_reason as tg
+from tinygrad_reason.fast import threads
 from tinygrad_reason import Tensor, backend
 from tinygrad_reason.nn import Transformer, TransformerConfig
 from tinygrad_reason.parallel import data_parallel_backward
@@ -164,16 +165,16 @@ def test_kernel_threads_and_generators_are_per_thread():
     seen = {}
 
     def other():
-        seen["threads"] = backend.num_threads()
+        seen["threads"] = threads.num_threads()
         seen["gen"] = backend.generator("cpu")
 
     gen = np.random.default_rng(0)
-    with backend.kernel_threads(1), backend.use_generator(gen):
-        assert backend.num_threads() == 1 and backend.generator("cpu") is gen
+    with threads.kernel_threads(1), backend.use_generator(gen):
+        assert threads.num_threads() == 1 and backend.generator("cpu") is gen
         t = threading.Thread(target=other)
         t.start()
         t.join()
-    assert seen["gen"] is not gen and seen["threads"] == backend.num_threads()
+    assert seen["gen"] is not gen and seen["threads"] == threads.num_threads()
 
 
 def test_shards_run_single_threaded_only_when_they_run_at_once():
@@ -181,10 +182,10 @@ def test_shards_run_single_threaded_only_when_they_run_at_once():
     seen = []
 
     def loss_fn(a):
-        seen.append(backend.num_threads())
+        seen.append(threads.num_threads())
         return (Tensor(a) * w).sum()
 
-    before = backend.num_threads()
+    before = threads.num_threads()
     tg.set_num_threads(2)
     try:
         data_parallel_backward(loss_fn, (np.ones((2, 2)),), [w], threads=2)

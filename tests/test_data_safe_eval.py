@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tinygrad_reason.data.safe_eval import (
+from tinygrad_reason.grading.safe_eval import (
     DEFAULT_LIMITS, BinOp, Limits, Neg, Num, check_annotations, evaluate, find_annotations,
     format_number, parse, safe_eval, tokenize,
 )

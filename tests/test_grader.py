@@ -3,9 +3,9 @@ import time
 
 import pytest
 
-from tinygrad_reason.reasoning import math_parser as mp
-from tinygrad_reason.reasoning.answers import extract_answer, last_boxed, normalize_answer
-from tinygrad_reason.reasoning.grader import grade, grade_many, grade_response, warmup
+from tinygrad_reason.grading import math_parser as mp
+from tinygrad_reason.grading.answers import extract_answer, last_boxed, normalize_answer
+from tinygrad_reason.grading.grader import grade, grade_many, grade_response, warmup
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tinygrad_reason.reasoning import math_parser as mp
-from tinygrad_reason.reasoning.answers import extract_answer, normalize_answer
-from tinygrad_reason.reasoning.grader import grade, grade_many, grade_response, warmup
+from tinygrad_reason.grading import math_parser as mp
+from tinygrad_reason.grading.answers import extract_answer, normalize_answer
+from tinygrad_reason.grading.grader import grade, grade_many, grade_response, warmup
 
 TIMEOUT = 1.0
 SLACK = 0.5

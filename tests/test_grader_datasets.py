@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from tinygrad_reason.reasoning import math_parser
-from tinygrad_reason.reasoning.answers import extract_answer, normalize_answer
-from tinygrad_reason.reasoning.grader import grade_many, warmup
+from tinygrad_reason.grading import math_parser
+from tinygrad_reason.grading.answers import extract_answer, normalize_answer
+from tinygrad_reason.grading.grader import grade_many, warmup
 
 DATA = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
 MATH500 = os.path.join(DATA, "math500", "test.jsonl")

@@ -16,18 +16,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tinygrad_reason as tg
+from tinygrad_reason.fast import threads
 from tinygrad_reason import Tensor, backend, functional as F
-from tinygrad_reason.ops import attention as attention_op, kernels, nn as nn_ops
+from tinygrad_reason.fast import kernels
+from tinygrad_reason.ops import attention as attention_op, nn as nn_ops
 
 torch = pytest.importorskip("torch")
 
 
 @pytest.fixture
 def tiny_chunks(monkeypatch):
-    monkeypatch.setattr(kernels, "PARALLEL_MIN", 0)
+    monkeypatch.setattr(threads, "PARALLEL_MIN", 0)
     monkeypatch.setattr(attention_op, "CHUNK_ELEMENTS", 40)   # a few units per chunk
     monkeypatch.setattr(nn_ops, "ROW_CHUNK_ELEMENTS", 24)     # a few rows per chunk
-    before = backend.num_threads()
+    before = threads.num_threads()
     yield
     tg.set_num_threads(before)
 

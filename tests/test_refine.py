@@ -9,7 +9,7 @@ from tinygrad_reason.nn import Transformer, TransformerConfig
 from tinygrad_reason.reasoning import refine as rf
 from tinygrad_reason.reasoning.refine import (STEP_BAD, STEP_NONE, STEP_OK, accept, check_step, refine,
                                               repair_step, score, score_completions, split_steps)
-from tinygrad_reason.reasoning.sampling import SamplingConfig, generate
+from tinygrad_reason.generate import SamplingConfig, generate
 from tinygrad_reason.tokenizer import Tokenizer
 
 

@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from tinygrad_reason import safetensors_io as st
-from tinygrad_reason.safetensors_io import SafetensorsError
+from tinygrad_reason.io import safetensors as st
+from tinygrad_reason.io.safetensors import SafetensorsError
 
 ALL_DTYPES = [np.float64, np.float32, np.float16, np.int64, np.int32, np.int16, np.int8,
               np.uint64, np.uint32, np.uint16, np.uint8, np.bool_]

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import tinygrad_reason as tg
 from tinygrad_reason.nn import Transformer, TransformerConfig
-from tinygrad_reason.reasoning.sampling import (GenerationResult, SamplingConfig, apply_repetition_penalty,
+from tinygrad_reason.generate import (GenerationResult, SamplingConfig, apply_repetition_penalty,
                                                 apply_temperature, generate, generate_stream, log_softmax,
                                                 ngram_bans, process_logits, sample_from_logits, top_k_filter,
                                                 top_p_filter)
@@ -375,7 +375,7 @@ def test_generate_stream_yields_lazily_the_same_tokens():
 def test_finished_rows_leave_the_batch_with_the_same_results(name, settings, monkeypatch):
     """Rows that stop early are dropped from the batch and its KV cache; every row's tokens and
     log-probs stay those of the one-at-a-time reference, and of decoding with every row kept."""
-    from tinygrad_reason.reasoning import sampling
+    from tinygrad_reason.generate import decode
     model = model_for(name)
     prompts = PROMPTS * 2                                    # 10 rows, left-padded, ending apart
     stops = (4, 33, 7, 12, 20, 41)
@@ -390,7 +390,7 @@ def test_finished_rows_leave_the_batch_with_the_same_results(name, settings, mon
         res = generate(model, prompts, cfg, row_seeds=list(range(10)))
         dropped_widths = widths[:]
         widths.clear()
-        monkeypatch.setattr(sampling, "COMPACT_AT", 0.0)     # never compact
+        monkeypatch.setattr(decode, "COMPACT_AT", 0.0)       # never compact
         kept = generate(model, prompts, cfg, row_seeds=list(range(10)))
     finally:
         del model.hidden_states

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from reasoning_fakes import ScriptedModel, after_think, one_hot
-from tinygrad_reason.reasoning.sampling import SamplingConfig, generate, generate_stream, log_softmax
-from tinygrad_reason.reasoning.tools import CalculatorTool
+from tinygrad_reason.generate import SamplingConfig, generate, generate_stream, log_softmax
+from tinygrad_reason.generate.tools import CalculatorTool
 from tinygrad_reason.tokenizer import Tokenizer
 
 

@@ -191,7 +191,7 @@ def test_causal_attention_block(dtype):
 def test_linear_both_gemm_layouts(rows, dtype):
     """Linear computes few rows (decoding) as W x^T and many as x W^T (ops/matmul.py SKINNY_ROWS):
     both sides of the switch equal torch, values and gradients."""
-    from tinygrad_reason.ops.matmul import SKINNY_ROWS
+    from tinygrad_reason.fast.packing import SKINNY_ROWS
     assert 16 <= SKINNY_ROWS < 300
     rng = np.random.default_rng(rows)
     x, w, b = (rng.standard_normal(s).astype(dtype) for s in [(rows, 24), (40, 24), (40,)])

@@ -1,4 +1,5 @@
-"""The supervised training loop on a tiny model and a tiny arithmetic task (kept to a few seconds)."""
+"""The train loop and supervised fine-tuning on it, on a tiny model and a tiny arithmetic task (kept to a few
+seconds)."""
 import json
 import math
 from types import SimpleNamespace
@@ -10,9 +11,8 @@ import tinygrad_reason as tg
 from tinygrad_reason.data import Record, make_splits
 from tinygrad_reason.data.formats import completion_ids, encode_example, make_batch, prompt_ids
 from tinygrad_reason.nn import Transformer, TransformerConfig
-from tinygrad_reason.reasoning import training
-from tinygrad_reason.reasoning.training import (TrainConfig, evaluate, normalize_answer, train,
-                                                wilson_interval)
+from tinygrad_reason.train import evaluation, loop, metrics, sft
+from tinygrad_reason.train import NonFiniteError, TrainConfig, evaluate, train, wilson_interval
 from tinygrad_reason.tokenizer import Tokenizer
 
 
@@ -92,7 +92,7 @@ def test_metrics_jsonl_and_eval_schedule(task, tmp_path):
         import matplotlib  # noqa: F401
         assert png.exists()
     except ImportError:
-        assert not png.exists() and not training.plot_metrics(str(log), str(png))
+        assert not png.exists() and not metrics.plot_metrics(str(log), str(png))
 
 
 def test_early_stopping_when_accuracy_never_improves(task):
@@ -116,7 +116,7 @@ def test_early_stopping_counter_resets_on_improvement(task, monkeypatch):
     def fake_evaluate(model, tok_, records, fmt, batch_size, max_new_tokens):
         return {"accuracy": next(scripted), "correct": 0, "n": len(records), "generated_tokens": 0, "seconds": 0.0}
 
-    monkeypatch.setattr(training, "evaluate", fake_evaluate)
+    monkeypatch.setattr(sft, "evaluate", fake_evaluate)
     out = train(tiny_model(tok), tok, splits["train"][:4], splits["test"], "direct",
                 quiet(steps=100, eval_every=1, patience=2))
     # 0.1 best, 0.1 (1), 0.2 best (reset), 0.2 (1), 0.2 (2) -> stop after the 5th evaluation
@@ -139,17 +139,17 @@ def test_resume_is_bit_identical(task, tmp_path, monkeypatch):
     r1 = train(straight, tok, recs, splits["test"], "direct", quiet(**cfg, checkpoint_dir=str(tmp_path / "a")))
 
     # the same run, interrupted right after the checkpoint at step 3 ...
-    real_save = training.save_checkpoint
+    real_save = loop.save_checkpoint
 
     def save_then_die(*a, **k):
         real_save(*a, **k)
         raise _Interrupt
 
-    monkeypatch.setattr(training, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
     with pytest.raises(_Interrupt):
         train(tiny_model(tok, dropout=0.1), tok, recs, splits["test"], "direct",
               quiet(**cfg, checkpoint_dir=str(tmp_path / "b")))
-    monkeypatch.setattr(training, "save_checkpoint", real_save)
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
     meta = json.loads((tmp_path / "b" / "checkpoint.json").read_text())
     assert meta["step"] == 3
     # ... and resumed in a fresh process-like state: a differently initialised model, other RNG state
@@ -199,8 +199,8 @@ def test_data_parallel_step_matches_one_thread(task, tmp_path, monkeypatch):
     # tokens, so the logged loss and the update are those of one backward of the whole batch
     splits, tok = task
     calls = []
-    real = training.data_parallel_backward
-    monkeypatch.setattr(training, "data_parallel_backward", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = sft.data_parallel_backward
+    monkeypatch.setattr(sft, "data_parallel_backward", lambda *a, **k: calls.append(1) or real(*a, **k))
     runs = {}
     for name, parallel, threads in (("serial", False, 1), ("parallel", True, 2), ("again", True, 2)):
         tg.set_num_threads(threads)
@@ -240,7 +240,7 @@ def test_evaluate_counts_exact_matches(task, monkeypatch):
     by_prompt = {tuple(prompt_ids(r, tok, "cot")): i for i, r in enumerate(recs)}
     calls = []
 
-    def fake_generate(model, prompts, cfg, row_seeds=None):
+    def fake_generate(model, prompts, cfg, row_seeds=None, tool=None):
         assert cfg.temperature == 0.0 and cfg.stop_ids == (tok.eot_id,) and cfg.max_new_tokens == 7
         calls.append(len(prompts))
         out = []
@@ -251,7 +251,7 @@ def test_evaluate_counts_exact_matches(task, monkeypatch):
             out.append(completion_ids(Record(r.question, r.steps, answer), tok, "cot"))
         return SimpleNamespace(tokens=out)
 
-    monkeypatch.setattr(training, "generate", fake_generate)
+    monkeypatch.setattr(evaluation, "generate", fake_generate)
     model = tiny_model(tok)
     model.train()
     r = evaluate(model, tok, recs, "cot", batch_size=2, max_new_tokens=7)
@@ -263,16 +263,19 @@ def test_evaluate_counts_exact_matches(task, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(training, "generate", boom)
+    monkeypatch.setattr(evaluation, "generate", boom)
     with pytest.raises(RuntimeError):
         evaluate(model, tok, recs, "cot")
     assert model.training                      # restored even when generation fails
 
 
-def test_normalize_answer():
-    assert normalize_answer(" 1,234 ") == normalize_answer("1234") == "1234"
-    assert normalize_answer(None) == "" and normalize_answer(42) == "42"
-    assert normalize_answer("12") != normalize_answer("21")
+def test_evaluate_grades_by_the_one_definition_of_correct(task, monkeypatch):
+    """4.0, 8/2 and 04 are the answer 4 here exactly as in every eval method (grading.rewards)."""
+    splits, tok = task
+    r = Record("q", ["s"], "4")
+    monkeypatch.setattr(evaluation, "greedy_answers", lambda *a, **k: (["4.0", "8/2", "04", "5", None], 10))
+    out = evaluate(tiny_model(tok), tok, [r] * 5, "cot")
+    assert (out["correct"], out["n"], out["generated_tokens"]) == (3, 5, 10)
 
 
 # ------------------------------------------------------------------ wilson interval, config validation
@@ -305,3 +308,108 @@ def test_train_config_defaults_are_valid():
     cfg = TrainConfig()
     assert cfg.grad_accum == 1 and cfg.patience == 0 and cfg.checkpoint_dir is None
     TrainConfig(eval_size=0, patience=0, warmup=0, lr=0.0)
+
+
+# ------------------------------------------------------------------ the loop with a task of its own
+class _Quadratic:
+    """A task on the loop's interface: loss = sum((w - target)^2) over one parameter's entries."""
+
+    def __init__(self, model, poison_at=None):
+        self.model, self.poison_at, self.calls = model, poison_at, []
+
+    def micro_step(self, step, micro, n_micro):
+        self.calls.append((step, micro, n_micro))
+        w = self.model.fc.weight
+        loss = ((w - 1.0) * (w - 1.0)).sum() * (1.0 / n_micro)
+        if step == self.poison_at:
+            loss = loss * float("nan") if micro == 0 else loss
+        loss.backward()
+        return {"loss": loss.item(), "tokens": 3}
+
+    def evaluate(self, step):
+        return {"accuracy": float(-abs(self.model.fc.weight.data - 1.0).max())}
+
+    def state_dict(self):
+        return {"calls": len(self.calls)}
+
+    def load_state_dict(self, state):
+        self.resumed_from = state["calls"]
+
+
+def _one_layer():
+    from tinygrad_reason.nn import Linear, Module
+
+    class M(Module):
+        def __init__(self):
+            self.fc = Linear(3, 2)
+
+    tg.manual_seed(0)
+    return M()
+
+
+def test_the_loop_accumulates_micro_steps_and_resumes_a_task(tmp_path):
+    model = _one_layer()
+    task = _Quadratic(model)
+    cfg = loop.LoopConfig(steps=4, grad_accum=3, lr=0.1, min_lr=0.1, warmup=0, eval_every=2, progress=False,
+                          weight_decay=0.0, checkpoint_dir=str(tmp_path / "ck"), log_path=str(tmp_path / "m.jsonl"))
+    out = loop.run(model, task, cfg)
+    assert task.calls == [(s, m, 3) for s in range(4) for m in range(3)]
+    h = out["history"]
+    assert out["steps_done"] == 4 and len(h) == 2 and out["best_accuracy"] == h[1]["accuracy"] > h[0]["accuracy"]
+    records = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert records[0]["kind"] == "train" and records[0]["grad_norm"] > 0
+    again = _Quadratic(model)
+    loop.run(model, again, loop.LoopConfig(**{**cfg.__dict__, "steps": 6}))
+    assert again.resumed_from == 12 and again.calls[0] == (4, 0, 3)     # the task's state came back
+
+
+def test_a_non_finite_loss_stops_before_any_weight_changes(tmp_path):
+    model = _one_layer()
+    cfg = loop.LoopConfig(steps=5, lr=0.1, warmup=0, eval_every=2, progress=False,
+                          checkpoint_dir=str(tmp_path / "ck"))
+    before = json.dumps(None)
+    with pytest.raises(NonFiniteError, match="step 4: the loss is nan; no weight was changed"):
+        loop.run(model, _Quadratic(model, poison_at=3), cfg)
+    meta = json.loads((tmp_path / "ck" / "checkpoint.json").read_text())
+    assert meta["step"] == 2 and before == "null"                # the last good checkpoint stays
+
+
+def test_a_non_finite_gradient_names_the_parameter():
+    model = _one_layer()
+
+    class BadGrad(_Quadratic):
+        def micro_step(self, step, micro, n_micro):
+            out = super().micro_step(step, micro, n_micro)
+            self.model.fc.bias.grad = Tensor(np.array([np.inf, 0.0], dtype=np.float32))
+            return out
+
+    from tinygrad_reason import Tensor
+    w = model.fc.weight.data.copy()
+    for clip in (1.0, 0.0):
+        with pytest.raises(NonFiniteError, match=r"step 1: the gradient of fc.bias \(2,\) holds NaN or Inf"):
+            loop.run(model, BadGrad(model), loop.LoopConfig(steps=2, clip=clip, warmup=0, progress=False))
+    assert np.array_equal(model.fc.weight.data, w)
+
+
+def test_clip_zero_means_no_clipping():
+    """clip=0 leaves the gradients as they are (it does not scale them to zero)."""
+    moved = {}
+    for clip in (0.0, 1e-12):
+        model = _one_layer()
+        w = model.fc.weight.data.copy()
+        loop.run(model, _Quadratic(model), loop.LoopConfig(steps=1, clip=clip, warmup=0, lr=0.1, min_lr=0.1,
+                                                           weight_decay=0.0, beta1=0.0, beta2=0.0, progress=False))
+        moved[clip] = float(abs(model.fc.weight.data - w).max())
+    assert moved[0.0] == pytest.approx(0.1, rel=1e-3)            # AdamW's first step moves each entry by lr
+    assert moved[1e-12] < 1e-3                                    # a gradient clipped to ~0 moves nothing
+
+
+def test_a_task_state_may_not_use_the_loops_keys(tmp_path):
+    model = _one_layer()
+
+    class Clash(_Quadratic):
+        def state_dict(self):
+            return {"history": []}
+
+    with pytest.raises(ValueError, match=r"the task's state uses the loop's keys \['history'\]"):
+        loop.run(model, Clash(model), loop.LoopConfig(steps=1, progress=False, checkpoint_dir=str(tmp_path)))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tinygrad_reason import Tensor, viz
-from tinygrad_reason.tensor import _topological_order
+from tinygrad_reason.tensor import topological_order
 
 NODE = re.compile(r'^  (t\d+) \[label="(.*)"\];$')
 EDGE = re.compile(r"^  (t\d+) -> (t\d+);$")
@@ -165,7 +165,7 @@ def test_to_dot_is_accepted_by_graphviz():
 
 
 # ---------------------------------------------------------------- walk
-def test_walk_root_first_then_reverse_topological_order():
+def test_walk_root_first_then_reversetopological_order():
     loss, params, _ = small_mlp()
     steps = list(viz.walk(loss))
     assert steps[0].tensor is loss
@@ -240,7 +240,7 @@ def test_format_step_shows_names_grads_and_passes():
 
 def test_retain_all_grads_keeps_every_intermediate():
     loss, params, (x, h) = small_mlp()
-    needing = _topological_order([loss])                        # every tensor that gets a gradient
+    needing = topological_order([loss])                        # every tensor that gets a gradient
     assert len(needing) > len(params) + 2
     viz.retain_all_grads(loss)
     loss.backward()

@@ -1,4 +1,4 @@
-"""The array backend: NumPy on "cpu", CuPy on "cuda"; random generators; the default dtype.
+"""The array backend: NumPy on "cpu", CuPy on "cuda"; devices; random generators; the default dtype.
 
 Everything above this file is written once against an array module `xp`, picked here.
 CuPy is imported only when a "cuda" array is asked for, so CPU users never pay for it.
@@ -6,7 +6,6 @@ CuPy is imported only when a "cuda" array is asked for, so CPU users never pay f
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 
 import numpy as np
@@ -84,90 +83,8 @@ def to_device(arr, device: str):
     return xp_for(device).asarray(arr)
 
 
-# ---------------------------------------------------------------- threads
-_threads = None
-_DEFAULT_THREADS = max(1, min(2, os.cpu_count() or 1))   # os.cpu_count() is ~8 us: once
-_local = threading.local()   # per-thread overrides: kernel threads, random generators (parallel.py)
-
-
-def num_threads() -> int:
-    """Threads for our chunked kernels: this thread's override (kernel_threads), else set_num_threads(),
-    else TINYGRAD_REASON_THREADS, else min(2, cores)."""
-    local = getattr(_local, "threads", None)
-    if local:
-        return local
-    if _threads:
-        return _threads
-    env = os.environ.get("TINYGRAD_REASON_THREADS")
-    if env:
-        try:
-            return max(1, int(env))
-        except ValueError:
-            raise ValueError(f"TINYGRAD_REASON_THREADS must be an integer, got {env!r}") from None
-    return _DEFAULT_THREADS
-
-
-def set_num_threads(n: int) -> None:
-    """Use n threads in BLAS (through threadpoolctl, at run time) and in our chunked kernels.
-
-    On a busy machine one thread can be far faster: a multi-threaded BLAS call waits for a thread
-    that cannot get a core (measured here: a 64x128x512 matmul took 6.5 ms with 2 threads on a
-    loaded 2-core machine, 0.14 ms with 1).
-    """
-    global _threads
-    if int(n) < 1:
-        raise ValueError(f"set_num_threads: need at least 1 thread, got {n}")
-    _threads = int(n)
-    from threadpoolctl import threadpool_limits
-    threadpool_limits(_threads)
-
-
-@contextlib.contextmanager
-def kernel_threads(n: int):
-    """Our kernels use n threads on the calling thread only, inside the block (a data-parallel shard
-    runs its kernels on its own thread while another shard runs on the other core)."""
-    prev = getattr(_local, "threads", None)
-    _local.threads = int(n)
-    try:
-        yield
-    finally:
-        _local.threads = prev
-
-
-_pool = None
-_pool_key = None
-
-
-def worker_pool(threads: int):
-    """The process's pool of threads - 1 workers for our chunked kernels (the caller is the other).
-
-    A forked child inherits the executor but not its threads (work would wait forever): one pool per
-    process, rebuilt when the thread count changes (set_num_threads).
-    """
-    global _pool, _pool_key
-    if _pool is None or _pool_key != (os.getpid(), threads):
-        from concurrent.futures import ThreadPoolExecutor
-        _pool = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="tinygrad_reason-kernel")
-        _pool_key = (os.getpid(), threads)
-    return _pool
-
-
-_blas_controller = None
-
-
-@contextlib.contextmanager
-def single_threaded_blas():
-    """BLAS held to one thread inside the block: for matmuls issued from several of our own
-    threads at once (ops/kernels.py parallel_units), each on its own share of the work."""
-    global _blas_controller
-    if _blas_controller is None:
-        from threadpoolctl import ThreadpoolController
-        _blas_controller = ThreadpoolController()
-    with _blas_controller.limit(limits=1, user_api="blas"):
-        yield
-
-
 # ---------------------------------------------------------------- random generators
+_local = threading.local()   # per-thread generators (use_generator: data-parallel shards)
 _seed = None
 _generators: dict[str, object] = {}
 
@@ -218,30 +135,3 @@ def rng_state(device: str = "cpu"):
 
 def set_rng_state(state, device: str = "cpu") -> None:
     generator(device).bit_generator.state = state
-
-
-# ---------------------------------------------------------------- special functions
-def erf(x):
-    """Error function on an array of either backend.
-
-    NumPy has no erf, and SciPy is not a dependency. float64 (the dtype of gradient checks)
-    gets the exact libm value element by element; float32 gets Abramowitz & Stegun 7.1.26,
-    whose absolute error (<1.5e-7) is below float32 resolution near 1, evaluated over cache-sized
-    chunks by ops/kernels.py, or MKL's vmsErf while MKL is on (float16 goes through float32;
-    integers get float64).
-    """
-    xp = get_array_module(x)
-    if xp is not np:
-        import cupyx.scipy.special
-        return cupyx.scipy.special.erf(x)
-    if x.dtype.kind != "f":
-        return _erf_exact(x)
-    if x.dtype == np.float64 or x.size <= 64:
-        return _erf_exact(x).astype(x.dtype, copy=False)
-    from .ops.kernels import erf_float32      # imported here: ops depends on this module
-    if x.dtype == np.float32:
-        return erf_float32(x)
-    return erf_float32(x.astype(np.float32)).astype(x.dtype)
-
-
-_erf_exact = np.vectorize(__import__("math").erf, otypes=[np.float64])

@@ -10,8 +10,7 @@ import math
 
 import numpy as np
 
-from .blas import check_not_packed
-from .ops.kernels import parallel_units
+from .fast.threads import parallel_units
 
 UPDATE_CHUNK = 64 * 1024   # elements per chunk of the AdamW update: its four arrays stay in L2
 
@@ -59,10 +58,10 @@ class Optimizer:
             g["lr"] = lr * g.get("lr_scale", 1.0)
 
     def step(self) -> None:
-        check_not_packed((p.data for _, _, p in self._params()), f"{type(self).__name__}.step")
         for i, group, p in self._params():
             if p.grad is not None:
                 self._update(p, p.grad.data, group, self.state.setdefault(i, {}))
+                p.bump_version()
 
     def state_dict(self) -> dict:
         """{'state': {index: {name: array or number}}, 'param_groups': [hyperparameters]}."""
@@ -196,13 +195,19 @@ def warmup_cosine(step: int, max_lr: float, warmup_steps: int, total_steps: int,
     return min_lr + 0.5 * (max_lr - min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
+def global_grad_norm(params) -> float:
+    """The L2 norm of all gradients together (0 when none has one)."""
+    return math.sqrt(sum(float(p.grad.data.reshape(-1) @ p.grad.data.reshape(-1)) for p in params if p.grad is not None))
+
+
 def clip_grad_norm(params, max_norm: float) -> float:
     """Scale all gradients in place so their global L2 norm is at most max_norm; returns the norm before."""
+    params = list(params)
     grads = [p.grad.data for p in params if p.grad is not None]
     if not grads:
         return 0.0
-    total = math.sqrt(sum(float(g.reshape(-1) @ g.reshape(-1)) for g in grads))
-    if total > max_norm:
+    total = global_grad_norm(params)
+    if math.isfinite(total) and total > max_norm:       # a NaN or Inf norm leaves them for the caller to see
         scale = max_norm / (total + 1e-6)
         for g in grads:
             g *= scale

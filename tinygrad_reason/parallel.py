@@ -21,7 +21,8 @@ import contextlib
 import numpy as np
 
 from . import backend
-from .tensor import Tensor, _owned, grad
+from .fast.threads import kernel_threads, num_threads, single_threaded_blas, worker_pool
+from .tensor import Tensor, grad, owned_grad
 
 
 def _shard_bounds(rows: int, shards: int) -> list[tuple[int, int]]:
@@ -31,7 +32,7 @@ def _shard_bounds(rows: int, shards: int) -> list[tuple[int, int]]:
 @contextlib.contextmanager
 def _own_thread(seed):
     """A shard running beside others: our kernels on its one thread, its own seeded random stream."""
-    with backend.kernel_threads(1), backend.use_generator(np.random.default_rng(int(seed))):
+    with kernel_threads(1), backend.use_generator(np.random.default_rng(int(seed))):
         yield
 
 
@@ -41,7 +42,7 @@ def data_parallel_backward(loss_fn, batch, params, threads: int | None = None, s
     loss_fn(*shard) -> scalar Tensor: the mean loss of one shard (`batch` is a tuple of arrays cut
     along their first axis, all with the same number of rows). shard_weight(*shard) -> number: the
     shard's weight before normalizing (default: its rows). threads: shards run at once (default:
-    backend.num_threads(); never more shards than rows; one on CuPy, where threads gain nothing).
+    num_threads(); never more shards than rows; one on CuPy, where threads gain nothing).
     """
     batch = tuple(batch)
     if not batch:
@@ -52,7 +53,7 @@ def data_parallel_backward(loss_fn, batch, params, threads: int | None = None, s
             raise ValueError(f"data_parallel_backward: batch[{i}] has {len(a)} rows, batch[0] has {rows}; "
                              "every array is cut along its first axis, so they need the same number")
     params = [p for p in params if p.requires_grad]
-    threads = backend.num_threads() if threads is None else int(threads)
+    threads = num_threads() if threads is None else int(threads)
     if threads < 1:
         raise ValueError(f"data_parallel_backward: threads must be >= 1, got {threads}")
     on_cpu = (params[0].device if params else "cpu") == "cpu"
@@ -81,8 +82,8 @@ def data_parallel_backward(loss_fn, batch, params, threads: int | None = None, s
     if not concurrent:
         results = [run(0)]
     else:
-        pool = backend.worker_pool(max(n, backend.num_threads()))   # the kernels' pool, when it is big enough
-        with backend.single_threaded_blas():
+        pool = worker_pool(max(n, num_threads()))   # the kernels' pool, when it is big enough
+        with single_threaded_blas():
             futures = [pool.submit(run, i) for i in range(1, n)]
             try:
                 first = run(0)                 # the calling thread takes shard 0
@@ -99,7 +100,7 @@ def data_parallel_backward(loss_fn, batch, params, threads: int | None = None, s
         if not parts:
             continue
         if len(parts) == 1:        # one shard's gradient: copied only if it is a view or shared (as backward does)
-            total_grad = _owned(Tensor._wrap(parts[0]), seen, False)
+            total_grad = owned_grad(Tensor._wrap(parts[0]), seen, False)
         else:
             total_grad = Tensor._wrap(parts[0] + parts[1])
             for g in parts[2:]:

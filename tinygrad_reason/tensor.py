@@ -7,6 +7,9 @@ derivatives). Applying a Function records it as the `_ctx` of its output: the gr
 of `_ctx.parents`. `backward()` walks that graph in reverse topological order (iteratively, so
 graphs 100,000 nodes deep work), undoes broadcasting in one place (`_sum_to`), and frees the
 graph's saved arrays unless asked to keep them.
+
+The ops (ops/) import this file, never the reverse: ops/__init__.py attaches the operators and the
+op methods (x + y, x.sum(), x.reshape(...), x.to("cuda"), ...) to Tensor when the package loads.
 """
 from __future__ import annotations
 
@@ -114,7 +117,7 @@ def _is_float(dtype) -> bool:
 
 
 class Tensor:
-    __slots__ = ("data", "grad", "_requires_grad", "_ctx", "_retain", "name", "__weakref__")
+    __slots__ = ("data", "grad", "_requires_grad", "_ctx", "_retain", "name", "version", "__weakref__")
     __array_priority__ = 1000  # numpy scalars on the left defer to our reflected operators
 
     def __init__(self, data, requires_grad: bool = False, dtype=None, device: str | None = None,
@@ -137,6 +140,7 @@ class Tensor:
         self._ctx = None
         self._retain = False
         self.name = name
+        self.version = 0       # bumped by in-place changes of .data (optimizer steps, load_state_dict)
         self._requires_grad = False
         self.requires_grad = requires_grad
 
@@ -151,6 +155,7 @@ class Tensor:
         t._ctx = None
         t._retain = False
         t.name = None
+        t.version = 0
         t._requires_grad = False
         return t
 
@@ -236,19 +241,10 @@ class Tensor:
         """The same array, cut from the graph."""
         return Tensor._wrap(self.data)
 
-    def to(self, device: str) -> "Tensor":
-        """This tensor on `device` ("cpu" or "cuda"); differentiable (the grad moves back)."""
-        backend.check_device(device)
-        if device == self.device:
-            return self
-        from .ops.movement import ToDevice
-        return ToDevice.apply(self, device=device)
-
-    def cpu(self) -> "Tensor":
-        return self.to("cpu")
-
-    def cuda(self) -> "Tensor":
-        return self.to("cuda")
+    def bump_version(self) -> None:
+        """Record that .data changed in place, so what was computed from the old values (a packed
+        copy of a weight: fast/packing.py) knows it is stale."""
+        self.version += 1
 
     def retain_grad(self) -> "Tensor":
         """Keep this intermediate tensor's gradient in .grad after backward."""
@@ -269,7 +265,7 @@ class Tensor:
 
 
 # ---------------------------------------------------------------- the engine
-def _topological_order(roots) -> list:
+def topological_order(roots) -> list:
     """Tensors that need a gradient, each after every tensor computed from it (roots first).
 
     Iterative post-order depth-first search: no recursion limit, so a 100,000-op chain works.
@@ -340,7 +336,7 @@ def _seed_grad(root: Tensor, grad) -> Tensor:
     return grad
 
 
-def _owned(g: Tensor, seen: set, create_graph: bool) -> Tensor:
+def owned_grad(g: Tensor, seen: set, create_graph: bool) -> Tensor:
     """A gradient safe to store as a leaf's .grad: writable, not shared with another leaf or with
     the caller's grad= array. Under create_graph the copy is a graph op, so it stays differentiable."""
     arr = g.data
@@ -366,7 +362,7 @@ def backward_steps(root: Tensor, grad=None, retain_graph: bool = False, create_g
     collected = {}
     seen_arrays: set = {id(seed.data if seed.data.base is None else seed.data.base)}  # grad= may be the caller's
     with _set_grad_enabled(create_graph):
-        for node in _topological_order([root]):
+        for node in topological_order([root]):
             g = grads.pop(id(node), None)
             if g is None:
                 continue  # no gradient flows here (e.g. an unused branch)
@@ -375,7 +371,7 @@ def backward_steps(root: Tensor, grad=None, retain_graph: bool = False, create_g
                     collected[id(node)] = g
             elif node._ctx is None or node._retain:
                 if node.grad is None:
-                    node.grad = _owned(g, seen_arrays, create_graph)
+                    node.grad = owned_grad(g, seen_arrays, create_graph)
                 else:
                     node.grad = node.grad + g
             ctx = node._ctx
@@ -441,7 +437,3 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph: bool = False, create_
         found.append(g)
     return found[0] if single else tuple(found)
 
-
-# The ops are defined in ops/, which import Function and Tensor from this module, so the Tensor
-# methods that call them are attached at the end (ops/__init__.py).
-from . import ops as _ops  # noqa: E402,F401

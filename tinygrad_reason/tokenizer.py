@@ -79,7 +79,7 @@ from typing import Iterable, Sequence
 import regex
 import tiktoken
 
-from .atomic import atomic_write
+from .io.atomic import atomic_write
 
 __all__ = [
     "SPLIT_PATTERN", "SPECIAL_TOKENS", "QUESTION", "THINK", "STEP", "ANSWER", "ENDOFTEXT", "PAD",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .tensor import Tensor, _topological_order, backward_steps
+from .tensor import Tensor, topological_order, backward_steps
 
 
 def summarize(t: Tensor | None, max_values: int = 4) -> str:
@@ -39,7 +39,7 @@ def graph_nodes(root: Tensor) -> list:
 
 def retain_all_grads(root: Tensor) -> None:
     """Ask every intermediate tensor behind root to keep its .grad, to draw or print them after backward."""
-    for t in _topological_order([root]):
+    for t in topological_order([root]):
         t.retain_grad()
 
 

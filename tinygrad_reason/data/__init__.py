@@ -4,7 +4,7 @@ Nothing here knows where data files live: loaders take paths.
 """
 
 from .records import Record, normalize_question, derive_seed, records_to_jsonl, records_digest
-from .safe_eval import (Limits, DEFAULT_LIMITS, safe_eval, parse, evaluate, format_number,
+from ..grading.safe_eval import (Limits, DEFAULT_LIMITS, safe_eval, parse, evaluate, format_number,
                         find_annotations, check_annotations, Annotation)
 from .arithmetic import generate_arithmetic
 from .multiplication import generate_multiplication, multiplication_steps

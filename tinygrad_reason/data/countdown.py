@@ -18,7 +18,7 @@ from fractions import Fraction
 from typing import Optional, Sequence
 
 from .records import Record, derive_seed, make_rng
-from .safe_eval import Neg, Num, apply_binop, parse
+from ..grading.safe_eval import Neg, Num, apply_binop, parse
 
 __all__ = ["generate_countdown", "check_countdown", "countdown_question"]
 

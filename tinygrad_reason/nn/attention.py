@@ -18,10 +18,7 @@ import math
 import numpy as np
 
 from .. import backend
-from ..ops.attention import attention, packed_attention, prefix_attention
-from ..ops.movement import concatenate
-from ..ops.matmul import linear
-from ..ops.rope import rope
+from .. import functional as F
 from ..tensor import Tensor
 from .layers import Dropout, Linear, RMSNorm
 from .module import Module
@@ -138,7 +135,7 @@ class CausalSelfAttention(Module):
         if self.q_norm is None and rope_tables is None and cache is None and h == hkv:
             # the classic GPT's path: one GEMM for q, k and v, whose heads packed_attention reads in
             # place and whose output is already the layout o_proj reads (no head transposes or copies)
-            out = packed_attention(self._qkv(x, scale), h, self._mask(x, t, t, 0, pad_mask), 1.0, p)
+            out = F.packed_attention(self._qkv(x, scale), h, self._mask(x, t, t, 0, pad_mask), 1.0, p)
             return self.resid_dropout(self.o_proj(out))
         q = self.q_proj(x).reshape(b, t, h, hd).transpose(1, 2)       # (B, H, T, hd)
         k = self.k_proj(x).reshape(b, t, hkv, hd).transpose(1, 2)     # (B, Hkv, T, hd)
@@ -147,16 +144,16 @@ class CausalSelfAttention(Module):
             q, k = self.q_norm(q), self.k_norm(k)
         if rope_tables is not None:
             cos, sin = rope_tables
-            q, k = rope(q, cos, sin), rope(k, cos, sin)
+            q, k = F.rope(q, cos, sin), F.rope(k, cos, sin)
         prefix = None
         if cache is not None:
             k, v = cache.update(layer, k, v, start)
             prefix = cache.prefix(layer)                 # rows continuing shared prefixes (KVCache.share_prefix)
         masked = self._mask(x, t, k.shape[2] + (cache.prefix_len if cache is not None else 0), start, pad_mask)
         if prefix is None:
-            out = attention(q, k, v, masked, scale, p)                              # (B, H, T, hd)
+            out = F.attention(q, k, v, masked, scale, p)                              # (B, H, T, hd)
         else:
-            out = prefix_attention(q, k, v, prefix, masked, scale, p)
+            out = F.prefix_attention(q, k, v, prefix, masked, scale, p)
         out = out.transpose(1, 2).reshape(b, t, h * hd)
         return self.resid_dropout(self.o_proj(out))
 
@@ -164,11 +161,11 @@ class CausalSelfAttention(Module):
         """x @ [scale Wq; Wk; Wv]^T (+ the biases, q's scaled too): q, k and v in one product, the
         scale riding on q's weights (a d x d multiply instead of one over every q). The weights are
         concatenated on each call (a copy of 3 d^2 numbers, small beside the product's T d^2)."""
-        weight = concatenate([self.q_proj.weight * scale, self.k_proj.weight, self.v_proj.weight], axis=0)
+        weight = F.concatenate([self.q_proj.weight * scale, self.k_proj.weight, self.v_proj.weight], axis=0)
         bias = None
         if self.q_proj.bias is not None:
-            bias = concatenate([self.q_proj.bias * scale, self.k_proj.bias, self.v_proj.bias], axis=0)
-        return linear(x, weight, bias)
+            bias = F.concatenate([self.q_proj.bias * scale, self.k_proj.bias, self.v_proj.bias], axis=0)
+        return F.linear(x, weight, bias)
 
     @staticmethod
     def _mask(x, t: int, s: int, start: int, pad_mask):

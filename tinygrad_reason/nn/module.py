@@ -6,7 +6,6 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import backend
-from ..blas import check_not_packed
 from ..tensor import Tensor
 
 
@@ -104,14 +103,13 @@ class Module:
             if wrong:
                 parts.append(f"wrong shapes: {wrong}")
             raise ValueError(f"load_state_dict into {type(self).__name__}: " + "; ".join(parts))
-        check_not_packed((t.data for k, t in own.items() if k in state),
-                         f"load_state_dict into {type(self).__name__}")
         for k, t in own.items():
             if k in state:
                 value = state[k].data if isinstance(state[k], Tensor) else state[k]
                 arr = t.xp.asarray(backend.to_device(value, t.device) if hasattr(value, "shape") else value,
                                    dtype=t.dtype)
                 t.data[...] = arr
+                t.bump_version()
 
     # ------------------------------------------------------------ modes and devices
     def train(self, mode: bool = True) -> "Module":

@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import operator
 
+from .. import backend
 from ..tensor import Tensor
 from . import attention, elementwise, matmul, movement, nn, reduce, rope
-from .elementwise import _const
+from .elementwise import const
 
 _E, _M, _R = elementwise, movement, reduce
 
 
 def _reflected(fn):
-    return lambda self, other: fn(_const(other, self), self)
+    return lambda self, other: fn(const(other, self), self)
 
 
 def _compare(name):
@@ -49,6 +50,15 @@ _methods = {
     # nn
     "softmax": nn.softmax, "log_softmax": nn.log_softmax,
 }
+def _to(self, device: str) -> Tensor:
+    """This tensor on `device` ("cpu" or "cuda"); differentiable (the grad moves back)."""
+    backend.check_device(device)
+    return self if device == self.device else _M.ToDevice.apply(self, device=device)
+
+
+_methods["to"] = _to
+_methods["cpu"] = lambda self: _to(self, "cpu")
+_methods["cuda"] = lambda self: _to(self, "cuda")
 for _name in ("__lt__", "__le__", "__gt__", "__ge__", "__eq__", "__ne__"):
     _methods[_name] = _compare(_name)
 

@@ -43,7 +43,7 @@ import numpy as np
 
 from .. import backend
 from ..tensor import Function, Tensor, is_grad_enabled
-from .kernels import parallel_units
+from ..fast.threads import parallel_units
 from .movement import concatenate
 
 CHUNK_ELEMENTS = 128 * 1024   # scores per chunk: 512 KiB of float32 stays in L2 with its operands

@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import backend
 from ..tensor import Function, Tensor, is_grad_enabled
-from . import kernels
+from ..fast import kernels
 
 
 def _check_broadcast(op: str, *shapes) -> None:
@@ -156,7 +156,7 @@ class Sigmoid(Function):
 
 class Erf(Function):
     def forward(self, x):
-        return backend.erf(x)
+        return kernels.erf_array(x)
 
     def backward(self, g):
         x = self.parents[0]
@@ -305,7 +305,7 @@ class Cast(Function):
 
 
 # ---------------------------------------------------------------- functional forms
-def _const(value, like: Tensor) -> Tensor:
+def const(value, like: Tensor) -> Tensor:
     """A Python number or array as a constant Tensor that keeps `like`'s float dtype."""
     if isinstance(value, Tensor):
         return value
@@ -323,9 +323,9 @@ def _float(dtype) -> bool:
 
 def _pair(a, b):
     if not isinstance(a, Tensor):
-        a = _const(a, b)
+        a = const(a, b)
     elif not isinstance(b, Tensor):
-        b = _const(b, a)
+        b = const(b, a)
     return a, b
 
 
@@ -384,7 +384,7 @@ def where(cond, a, b):
 
 def masked_fill(x, mask, value):
     """x with `value` where mask is True (mask broadcasts to x)."""
-    return where(mask, _const(value, x), x)
+    return where(mask, const(value, x), x)
 
 
 def astype(x, dtype):

@@ -4,7 +4,8 @@ from __future__ import annotations
 import math
 
 from .. import backend
-from ..blas import SKINNY_ROWS, matmul2d, packed_matmul
+from ..fast.blas import matmul2d
+from ..fast.packing import SKINNY_ROWS, skinny_matmul
 from ..tensor import Function, Tensor, is_grad_enabled
 
 
@@ -61,11 +62,11 @@ def matmul(a, b):
 
 class Linear(Function):
     """x @ weight.T (+ bias) with weight stored (out, in) like torch; batch dims are folded into rows.
-    The three products go through blas.matmul2d (MKL when switched on, else NumPy).
+    The three products go through fast.blas.matmul2d (MKL when switched on, else NumPy).
 
     d/dx = g @ W,  d/dW = g^T @ x (summed over every row),  d/db = sum of g over rows.
     """
-    def forward(self, x, weight, *bias):
+    def forward(self, x, weight, *bias, version=0):
         if weight.ndim != 2 or x.ndim < 1 or x.shape[-1] != weight.shape[1]:
             raise ValueError(f"linear: input shape {x.shape} does not fit weight shape {weight.shape} "
                              "(expects (..., in) and (out, in))")
@@ -74,11 +75,11 @@ class Linear(Function):
         rows = math.prod(x.shape[:-1])
         x2 = x.reshape(rows, x.shape[-1])
         if 1 < rows <= SKINNY_ROWS:
-            # a few rows (batched decoding): MKL's prepacked copy of the weight inside
-            # blas.packed_weights(); otherwise W x^T with the weight as the row-major operand, which runs
+            # a few rows (batched decoding): MKL's packed copy of the weight (fast/packing.py: with MKL
+            # on, one thread, the weight's second such product at its version); otherwise W x^T with the weight as the row-major operand, which runs
             # ~1.1x faster in OpenBLAS than x W^T on the transposed weight (the small GPT decoding 16 rows:
             # 13.8 vs 15.3 ms per step on 2 threads; its 37 products alone, one thread, 12.2 vs 13.3 ms)
-            y = packed_matmul(x2, weight)
+            y = skinny_matmul(x2, weight, version)
             if y is None:
                 y = backend.get_array_module(x).ascontiguousarray(matmul2d(weight, x2.T).T)
         else:                                   # many rows, or one (a matrix-vector product either way)
@@ -109,4 +110,5 @@ class Linear(Function):
 
 
 def linear(x, weight, bias=None):
-    return Linear.apply(x, weight, bias) if bias is not None else Linear.apply(x, weight)
+    version = weight.version      # a packed copy of the weight knows it is stale once this changes
+    return Linear.apply(x, weight, bias, version=version) if bias is not None else Linear.apply(x, weight, version=version)

@@ -11,7 +11,7 @@ import numpy as np
 from .. import backend
 from ..tensor import Function, Tensor, is_grad_enabled
 from .elementwise import exp
-from .kernels import parallel_units
+from ..fast.threads import parallel_units
 from .movement import getitem
 
 ROW_CHUNK_ELEMENTS = 64 * 1024   # elements per chunk of rows: a chunk and its scratch stay in L2

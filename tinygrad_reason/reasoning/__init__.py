@@ -1,12 +1,3 @@
-"""Reasoning utilities: answer extraction, a whitelist math parser and an answer grader.
-
-Submodules (import them explicitly; this package imports nothing eagerly):
-
-* ``answers``     -- answer extraction (``\\boxed{}``, ``####``, answer-token span, last number)
-                     and string normalization.
-* ``math_parser`` -- a small tokenizer + recursive-descent parser over a whitelist of
-                     LaTeX / plain math that builds capped ASTs and sympy objects directly
-                     (never eval/exec/sympify/parse_expr on model output).
-* ``grader``      -- ``grade`` / ``grade_many``: equivalence checking where the sympy part runs
-                     in a killable worker process under a hard per-item time limit.
-"""
+"""Inference scaling on a trained model: self-consistency voting (self_consistency.py),
+checked-prefix self-refinement (refine.py), and the evaluation methods that compare them on the
+same problems (methods.py). Answers are graded by grading.rewards; decoding is generate/."""

@@ -5,9 +5,8 @@
     sc@N        self-consistency: N sampled paths (temperature `temperature`), majority vote
     refine@K    greedy, then K rounds of checked-prefix self-refinement (refine.py)
 
-Every method grades the same way: exact match of canonical answers
-(:func:`self_consistency.answers_match`: the grader's normalization plus exact arithmetic values, so
-``4``, ``4.0`` and ``8/2`` agree). For integer answers this equals ``training.evaluate``'s match.
+Every method grades the same way, by :func:`grading.rewards.is_correct` (so ``4``, ``4.0`` and ``8/2``
+agree), as ``train.evaluation`` does; greedy decoding is ``train.evaluation.greedy_answers``.
 Each result row: method, accuracy, correct, n, 95% Wilson CI, tokens generated (every sampled or
 forced token of every path / round), wall time, plus method-specific counters.
 """
@@ -17,9 +16,11 @@ import re
 import time
 from dataclasses import dataclass
 
-from ..data.formats import parse_completion, prompt_ids
-from .sampling import SamplingConfig, generate
-from .self_consistency import accuracy_vs_n, answers_match
+from ..generate import SamplingConfig
+from ..grading.rewards import is_correct
+from ..train.evaluation import greedy_answers
+from ..train.stats import wilson_interval
+from .self_consistency import accuracy_vs_n
 
 __all__ = ["MethodSpec", "EvalSettings", "parse_methods", "run_method", "run_methods", "methods_table",
            "METHOD_HELP"]
@@ -69,19 +70,7 @@ def parse_methods(text: str) -> list:
     return specs
 
 
-def _greedy(model, tok, records, fmt, st: EvalSettings, tool=None):
-    cfg = SamplingConfig(temperature=0.0, max_new_tokens=st.max_new_tokens, stop_ids=(tok.eot_id,), seed=st.seed)
-    answers, generated = [], 0
-    for s in range(0, len(records), st.rows_per_call):
-        chunk = records[s:s + st.rows_per_call]
-        res = generate(model, [prompt_ids(r, tok, fmt) for r in chunk], cfg, tool=tool)
-        generated += res.total_generated
-        answers += [parse_completion(t, tok, fmt) for t in res.tokens]
-    return answers, generated
-
-
 def run_method(spec: MethodSpec, model, tok, records, fmt: str, settings: EvalSettings | None = None) -> dict:
-    from .training import wilson_interval
     st = settings or EvalSettings()
     was_training = model.training
     model.eval()
@@ -91,10 +80,11 @@ def run_method(spec: MethodSpec, model, tok, records, fmt: str, settings: EvalSe
         if spec.kind in ("greedy", "tool"):
             tool = None
             if spec.kind == "tool":
-                from .tools import CalculatorTool
+                from ..generate.tools import CalculatorTool
                 tool = CalculatorTool(tok)
-            answers, generated = _greedy(model, tok, records, fmt, st, tool)
-            correct = sum(answers_match(a, r.answer) for a, r in zip(answers, records))
+            answers, generated = greedy_answers(model, tok, records, fmt, st.max_new_tokens, st.rows_per_call, tool,
+                                                st.seed)
+            correct = sum(is_correct(a, r.answer) for a, r in zip(answers, records))
             if tool is not None:
                 extra = {"tool_fired": tool.fired, "tool_invalid": tool.invalid}
         elif spec.kind == "sc":
@@ -110,7 +100,7 @@ def run_method(spec: MethodSpec, model, tok, records, fmt: str, settings: EvalSe
                                  seed=st.seed)
             out = refine(model, tok, records, spec.k, cfg, resample_temperature=st.temperature, fmt=fmt,
                          rows_per_call=st.rows_per_call)
-            correct = sum(answers_match(a, r.answer) for a, r in zip(out["answers"], records))
+            correct = sum(is_correct(a, r.answer) for a, r in zip(out["answers"], records))
             generated = out["generated_tokens"]
             extra = {k: out[k] for k in ("revisions_tried", "revisions_kept", "scored_tokens")}
             extra["verified"] = sum(a.score[0] for a in out["attempts"])

@@ -42,9 +42,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..data.formats import parse_completion, prompt_ids
-from ..data.safe_eval import find_annotations, format_number, safe_eval
-from .sampling import SamplingConfig, _inference, generate, log_softmax
-from .self_consistency import SEED_STRIDE, canonical_answer
+from ..grading.safe_eval import find_annotations, format_number, safe_eval
+from ..generate import SamplingConfig, generate, inference, log_softmax
+from ..grading.rewards import canonical_answer
+from .self_consistency import SEED_STRIDE
 
 __all__ = ["Attempt", "split_steps", "check_step", "repair_step", "score", "accept", "score_completions",
            "refine", "STEP_OK", "STEP_BAD", "STEP_NONE"]
@@ -141,7 +142,7 @@ def score_completions(model, prompts, completions, batch: int = 16) -> list:
         for i, q in enumerate(seqs):
             ids[i, :len(q)] = q
             mask[i, :len(q)] = True
-        with _inference(model):
+        with inference(model):
             logits = model.logits(model.hidden_states(ids, pad_mask=mask)).data    # (B, T, V), any device
         for i, (p, c) in enumerate(zip(prompts[s:s + batch], completions[s:s + batch])):
             if not len(c):

@@ -4,11 +4,10 @@
   prompt with N distinct row seeds ``seed_offset + j`` (so the result is deterministic given
   ``cfg.seed`` and the offset, and path j does not depend on N: the first n of 32 paths ARE the
   n paths an SC@n run with the same seeds would sample).
-* :func:`canonical_answer` -- the equivalence class of an answer: the grader's normalization
-  (:func:`answers.normalize_answer`), spaces and thousands commas removed, and any plain arithmetic
-  value rewritten exactly (``4.0``, ``8/2``, ``04`` -> ``4``; via ``safe_eval`` + ``format_number``).
-  That is the cheap part of the grader; full ``grade`` (sympy in workers) is not used for clustering
-  (O(N^2) calls) -- our tasks' answers are numbers, for which this is exact.
+* Paths vote by their answers' canonical forms (:func:`grading.rewards.canonical_answer`: ``4.0``,
+  ``8/2`` and ``04`` are one answer), and a vote is graded by :func:`grading.rewards.is_correct`, the
+  package's one definition of a correct answer. Clustering by sympy equivalence (O(N^2) grader calls)
+  is not done: our tasks' answers are numbers, for which the canonical form is exact.
 * :func:`vote` -- paths without an answer abstain. ``weighting``:
     - ``"count"``: one vote per path (plain majority).
     - ``"sum"``  : path weight = softmax over the answering paths of (sum of token log-probs) / T.
@@ -35,37 +34,16 @@ from typing import Sequence
 import numpy as np
 
 from ..data.formats import parse_completion, prompt_ids
-from ..data.safe_eval import format_number, safe_eval
-from . import answers as _answers
-from .sampling import GenerationResult, SamplingConfig, generate
+from ..grading.rewards import canonical_answer, is_correct
+from ..generate import GenerationResult, SamplingConfig, generate
 
-__all__ = ["Path", "Vote", "canonical_answer", "answers_match", "paths_from_result", "vote",
+__all__ = ["Path", "Vote", "paths_from_result", "vote",
            "sample_paths", "self_consistency", "accuracy_vs_n", "curve_table", "plot_curve",
            "SEED_STRIDE", "WEIGHTINGS", "DEFAULT_NS"]
 
 WEIGHTINGS = ("count", "sum", "mean")
 DEFAULT_NS = (1, 2, 4, 8, 16, 32)
 SEED_STRIDE = 100_003      # problem p's path j uses row seed p * SEED_STRIDE + j
-
-
-def canonical_answer(text) -> str | None:
-    """The answer's equivalence class key (see the module docstring); None for no answer."""
-    if text is None:
-        return None
-    s = _answers.normalize_answer(str(text)).replace(",", "").replace(" ", "")
-    if not s:
-        return None
-    if len(s) <= 64:
-        v = safe_eval(s)
-        if v is not None:
-            return format_number(v)
-    return s
-
-
-def answers_match(predicted, reference) -> bool:
-    """Exact match of canonical answers (what every evaluation method here uses)."""
-    p = canonical_answer(predicted)
-    return p is not None and p == canonical_answer(reference)
 
 
 @dataclass
@@ -159,7 +137,7 @@ def accuracy_vs_n(model, tok, records, fmt: str, cfg: SamplingConfig, ns: Sequen
     Problem p's path j has row seed p * SEED_STRIDE + j. Returns {"ns", "weighting", "n_problems",
     "accuracy": {n: acc}, "correct": {n: count}, "ci95": {n: [lo, hi]}, "answers": per problem
     [answer at each n], "generated_tokens", "seconds"}."""
-    from .training import wilson_interval
+    from ..train.stats import wilson_interval
     ns = sorted({_check_n(n) for n in ns})
     if not ns:
         raise ValueError("accuracy_vs_n: ns is empty")
@@ -185,7 +163,7 @@ def accuracy_vs_n(model, tok, records, fmt: str, cfg: SamplingConfig, ns: Sequen
             for n in ns:
                 a = vote(paths[:n], weighting).answer
                 row.append(a)
-                correct[n] += answers_match(a, r.answer)
+                correct[n] += is_correct(a, r.answer)
             answers.append(row)
     total = len(records)
     acc = {n: (correct[n] / total if total else float("nan")) for n in ns}

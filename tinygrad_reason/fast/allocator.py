@@ -18,8 +18,9 @@ next. Measured on the 2-core development machine, our model alone in the process
 reuse_freed_memory() sets the mmap threshold to 32 MiB (the most glibc's adaptive threshold reaches
 on 64-bit; larger arrays still get their own mapping, and NumPy asks for huge pages on those) and
 the trim threshold to 256 MiB. It changes the whole process's malloc (torch's tensors too, in the
-benchmarks), which is why it is one named call: the package makes it on import, and
-TINYGRAD_REASON_MALLOC=system in the environment leaves glibc's defaults alone. Elsewhere (macOS,
+benchmarks), which is why it is one named call, and why importing the package does not make it: the
+command line and the benchmarks do (fast.configure_from_env), and TINYGRAD_REASON_MALLOC=system in the
+environment leaves glibc's defaults alone there. Elsewhere (macOS,
 Windows, musl) it does nothing and returns False.
 """
 from __future__ import annotations
@@ -67,7 +68,7 @@ def reuse_freed_memory(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int
 
 
 def apply_default() -> bool:
-    """What the package does on import: reuse_freed_memory() unless TINYGRAD_REASON_MALLOC=system."""
+    """What the command line does at start: reuse_freed_memory() unless TINYGRAD_REASON_MALLOC=system."""
     choice = os.environ.get(_ENV, "reuse").strip().lower()
     if choice == "system":
         return False

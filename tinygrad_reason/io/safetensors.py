@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from . import backend
+from .. import backend
 from .atomic import atomic_write, fsync_dir  # noqa: F401  (re-exported for callers of this module)
 
 # safetensors dtype name -> numpy dtype of the bytes on disk (little-endian)
@@ -40,7 +40,7 @@ class SafetensorsError(ValueError):
 
 # ---------------------------------------------------------------- writing
 def _to_numpy(name: str, value) -> np.ndarray:
-    from .tensor import Tensor
+    from ..tensor import Tensor
     data = value.data if isinstance(value, Tensor) else value
     if not isinstance(data, np.ndarray) and backend.get_array_module(data) is not np:
         data = backend.to_device(data, "cpu")               # a cupy array: copy to the host

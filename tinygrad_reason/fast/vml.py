@@ -24,7 +24,7 @@ _bound: dict = {}                           # (library, symbol) -> fn(a, out), m
 def function(name: str, dtype):
     """VML's `name` ("CdfNorm", "Erf", "Exp") for `dtype` as fn(a, out), over C-contiguous arrays of
     equal size; None while MKL is off or for dtypes other than float32 and float64."""
-    lib = blas._lib
+    lib = blas.mkl_library()
     dtype = np.dtype(dtype)
     if lib is None or dtype not in (np.float32, np.float64):
         return None

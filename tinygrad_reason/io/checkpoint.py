@@ -23,9 +23,9 @@ import re
 
 import numpy as np
 
-from . import backend
+from .. import backend
 from .atomic import atomic_write
-from .safetensors_io import SafetensorsError, load_file, save_file
+from .safetensors import SafetensorsError, load_file, save_file
 
 FORMAT = "tinygrad_reason.checkpoint"
 VERSION = 1

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from ..data.safe_eval import format_number, safe_eval
+from ..grading.safe_eval import format_number, safe_eval
 
 __all__ = ["CalculatorTool", "OPEN_ANNOTATION"]
 

@@ -25,7 +25,7 @@ expressions with cupyx's erf.
 The tanh GELU and SiLU kernels are the same formulas as the Tensor-op versions, chunked, in the
 input's own dtype (float64 included: they involve no approximation).
 
-Threads: backend.num_threads() (TINYGRAD_REASON_THREADS, or set_num_threads); arrays under PARALLEL_MIN
+Threads: threads.num_threads() (TINYGRAD_REASON_THREADS, or set_num_threads); arrays under PARALLEL_MIN
 elements run inline on the calling thread. On the 2-core benchmark machine 2 threads took the
 exact GELU forward from ~20 to ~13-17 ms (6.3M float32), and 64K-element chunks beat 16K and 32K
 (with 16K chunks the per-call Python work under the GIL makes 2 threads slower than 1).
@@ -34,14 +34,14 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 
 import numpy as np
 
-from .. import backend, vml
+from .. import backend
+from . import vml
+from .threads import parallel_units
 
 CHUNK = 64 * 1024                 # elements per chunk: 5 float32 buffers of 256 KiB stay in L2
-PARALLEL_MIN = 256 * 1024         # below this the pool's hand-off costs more than it saves
 
 
 def _run_chunked(chunk_fn, out, ins, n_scratch: int, extra_outs=()) -> None:
@@ -57,50 +57,6 @@ def _run_chunked(chunk_fn, out, ins, n_scratch: int, extra_outs=()) -> None:
             chunk_fn(*[a[lo:hi] for a in flat], *[scratch((hi - lo,), slot) for slot in range(n_scratch)])
 
     parallel_units(out.size, 1, CHUNK, work, np, out.dtype)
-
-
-def parallel_units(n_units: int, unit_size: int, chunk_elements: int, work, xp, dtype) -> None:
-    """work(lo, hi, scratch) over units [0, n_units) in chunks of about chunk_elements elements.
-
-    For fused ops whose units (a row, an attention head) mix matmuls with elementwise passes: a
-    chunk's data stays in cache across the passes, and on NumPy the chunks are split over
-    backend.num_threads() threads with BLAS held to one thread inside (otherwise each small matmul
-    would hand work to BLAS threads that are already busy). The chunk boundaries do not depend on
-    the thread count, so per-chunk partial results, combined in chunk order, are bit-identical
-    with 1 or 2 threads. scratch(shape, slot=0) is a per-thread buffer reused across its chunks.
-    CuPy gets one call over every unit.
-    """
-    per_chunk = max(1, chunk_elements // max(unit_size, 1))
-    if xp is not np or per_chunk >= n_units:      # CuPy, or one chunk (e.g. a decode step): no machinery
-        work(0, n_units, lambda shape, slot=0: xp.empty(shape, dtype=dtype))
-        return
-    starts = list(range(0, n_units, per_chunk))
-
-    def run(first: int, last: int) -> None:            # chunks [first, last)
-        buffers: dict = {}
-
-        def scratch(shape, slot: int = 0):
-            size = math.prod(shape)
-            buf = buffers.get(slot)
-            if buf is None or buf.size < size:
-                buf = buffers[slot] = np.empty(max(size, per_chunk * unit_size), dtype=dtype)
-            return buf[:size].reshape(shape)
-
-        for lo in starts[first:last]:
-            work(lo, min(lo + per_chunk, n_units), scratch)
-
-    threads = min(backend.num_threads(), len(starts))
-    if threads <= 1 or n_units * unit_size < PARALLEL_MIN:
-        run(0, len(starts))
-        return
-    bounds = [len(starts) * i // threads for i in range(threads + 1)]
-    with backend.single_threaded_blas():
-        futures = [backend.worker_pool(threads).submit(run, a, b) for a, b in zip(bounds[1:-1], bounds[2:])]
-        try:
-            run(bounds[0], bounds[1])            # the calling thread takes the first share
-        finally:
-            for f in futures:
-                f.result()                       # re-raises a worker's exception
 
 
 # ---------------------------------------------------------------- chunk kernels
@@ -436,3 +392,29 @@ def silu_backward(x, g):
         s = 1.0 / (1.0 + xp.exp(-x))
         return g * (s * (1.0 + x * (1.0 - s)))
     return _fused(_silu_backward_chunk, x, g, n_scratch=1)
+
+
+# ---------------------------------------------------------------- erf on arrays
+def erf_array(x):
+    """Error function on an array of either backend.
+
+    NumPy has no erf, and SciPy is not a dependency. float64 (the dtype of gradient checks)
+    gets the exact libm value element by element; float32 gets Abramowitz & Stegun 7.1.26,
+    whose absolute error (<1.5e-7) is below float32 resolution near 1, evaluated over cache-sized
+    chunks (erf_float32), or MKL's vmsErf while MKL is on (float16 goes through float32;
+    integers get float64).
+    """
+    xp = backend.get_array_module(x)
+    if xp is not np:
+        import cupyx.scipy.special
+        return cupyx.scipy.special.erf(x)
+    if x.dtype.kind != "f":
+        return _erf_exact(x)
+    if x.dtype == np.float64 or x.size <= 64:
+        return _erf_exact(x).astype(x.dtype, copy=False)
+    if x.dtype == np.float32:
+        return erf_float32(x)
+    return erf_float32(x.astype(np.float32)).astype(x.dtype)
+
+
+_erf_exact = np.vectorize(math.erf, otypes=[np.float64])

@@ -1,0 +1,116 @@
+"""Building a run from a config (splits, tokenizer, model, train config), training it in a run
+directory, and loading a finished or interrupted run back."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+
+from .config import CLIError
+
+def build_splits(cfg: dict, with_train: bool = True) -> dict:
+    """The task's splits. Test and OOD are drawn before train (train skips their problems), so
+    with_train=False gives the same test and OOD problems without generating the train split
+    (~10K problems, ~4 s of an eval's start with the default task)."""
+    from ..data import make_splits
+    t = cfg["task"]
+    n_train = t["n_train"] if with_train else 0
+    try:
+        return make_splits(t["name"], n_train, t["n_test"], t["n_ood"], seed=cfg["seed"], **t.get("knobs", {}))
+    except (TypeError, ValueError, KeyError) as e:
+        raise CLIError(f"task config {t}: {e}") from None
+
+
+def build_tokenizer(cfg: dict, train_records):
+    from ..tokenizer import Tokenizer
+    texts = [" ".join([r.question, *r.steps, str(r.answer)]) for r in train_records[:5000]]
+    try:
+        return Tokenizer.train(texts, cfg["tokenizer"]["vocab_size"])
+    except (TypeError, ValueError) as e:
+        raise CLIError(f"tokenizer config: {e}") from None
+
+
+def build_model(cfg: dict, vocab_size: int):
+    from ..nn import Transformer, TransformerConfig
+    try:
+        model_cfg = TransformerConfig(vocab_size=vocab_size, **cfg["model"])
+    except (TypeError, ValueError) as e:
+        raise CLIError(f"model config: {e}") from None
+    return Transformer(model_cfg).to(cfg["device"])
+
+
+def train_config(cfg: dict, out: str):
+    from ..train.sft import TrainConfig
+    t = {k: v for k, v in cfg["train"].items() if k != "format"}
+    try:
+        return TrainConfig(**t, seed=cfg["seed"], checkpoint_dir=os.path.join(out, "checkpoint"),
+                           log_path=os.path.join(out, "metrics.jsonl"), plot_path=os.path.join(out, "curves.png"))
+    except (TypeError, ValueError) as e:
+        raise CLIError(f"train config: {e}") from None
+
+
+def run_training(cfg: dict, out: str, fmt: str | None = None) -> dict:
+    """Train one format in run directory `out` (resuming if a checkpoint is there); returns results."""
+    import tinygrad_reason as tg
+    from ..data.formats import FORMATS
+    from ..train.sft import train
+    fmt = fmt or cfg["train"]["format"]
+    if fmt not in FORMATS:
+        raise CLIError(f"format must be one of {FORMATS}, got {fmt!r}")
+    cfg = copy.deepcopy(cfg)
+    cfg["train"]["format"] = fmt
+    train_cfg = train_config(cfg, out)      # a bad train config fails before anything is written
+    old_cfg = os.path.join(out, "config.json")
+    if os.path.exists(os.path.join(out, "checkpoint", "checkpoint.json")) and os.path.exists(old_cfg):
+        with open(old_cfg) as f:
+            old = json.load(f)
+        changed = [k for k in ("seed", "task", "tokenizer", "model") if old.get(k) != cfg.get(k)]
+        if changed:   # resuming must not overwrite a run's config.json with one its checkpoint does not fit
+            raise CLIError(f"run directory {out} holds a checkpoint trained with a different "
+                           f"{'/'.join(changed)} config; resume with the same one or use another --out")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    tg.manual_seed(cfg["seed"])
+    splits = build_splits(cfg)
+    tok = build_tokenizer(cfg, splits["train"])
+    tok.save(os.path.join(out, "tokenizer.json"))
+    model = build_model(cfg, tok.vocab_size)
+    t0 = time.perf_counter()
+    result = train(model, tok, splits["train"], splits["test"], fmt, train_cfg)
+    seconds = time.perf_counter() - t0
+    results = {"format": fmt, "train_seconds": round(seconds, 1), "steps": result["steps_done"],
+               "parameters": model.num_parameters(), "history": result["history"]}
+    for split in ("test", "ood"):
+        results[split] = evaluate_split(model, tok, splits[split], fmt, cfg)
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    return results
+
+
+def evaluate_split(model, tok, records, fmt: str, cfg: dict) -> dict:
+    from ..train.evaluation import evaluate
+    from ..train.stats import wilson_interval
+    r = evaluate(model, tok, records, fmt, cfg["train"].get("eval_batch", 64), cfg["train"]["max_new_tokens"])
+    lo, hi = wilson_interval(r["correct"], r["n"])
+    return {**r, "ci95": [round(lo, 4), round(hi, 4)]}
+
+
+def load_run(run: str, splits: str = "eval"):
+    """(config, tokenizer, model, splits) of a finished or interrupted run directory. splits: "all",
+    "eval" (test and OOD only; train comes back empty) or "none" (None)."""
+    from ..io.checkpoint import load_checkpoint
+    from ..tokenizer import Tokenizer
+    if splits not in ("all", "eval", "none"):
+        raise ValueError(f"load_run: splits must be 'all', 'eval' or 'none', got {splits!r}")
+    for name in ("config.json", "tokenizer.json", os.path.join("checkpoint", "checkpoint.json")):
+        if not os.path.exists(os.path.join(run, name)):
+            raise CLIError(f"run directory {run}: {name} is missing (train first: tinygrad-reason train --out {run})")
+    with open(os.path.join(run, "config.json")) as f:
+        cfg = json.load(f)
+    tok = Tokenizer.load(os.path.join(run, "tokenizer.json"))
+    model = build_model(cfg, tok.vocab_size)
+    load_checkpoint(os.path.join(run, "checkpoint"), model, restore_rng=False)
+    model.eval()
+    return cfg, tok, model, None if splits == "none" else build_splits(cfg, with_train=splits == "all")

@@ -1,0 +1,44 @@
+"""Metrics as JSON lines (one record per line, appended, so an interrupted run keeps what it logged)
+and their curves as a PNG when matplotlib is installed."""
+from __future__ import annotations
+
+import json
+import os
+
+
+def log_metrics(path: str | None, record: dict) -> None:
+    """Append one record to the JSONL file at `path` (nothing when path is None)."""
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def read_metrics(path: str) -> list:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_metrics(log_path: str, png_path: str, score: str = "accuracy") -> bool:
+    """Loss and held-out score curves from a metrics JSONL; False (and nothing written) without
+    matplotlib. Written to a temp file and renamed, so a reader never sees half a PNG."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rows = read_metrics(log_path)
+    train = [r for r in rows if r["kind"] == "train"]
+    evals = [r for r in rows if r["kind"] == "eval"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    axes[0].plot([r["step"] for r in train], [r["loss"] for r in train])
+    axes[0].set(xlabel="step", ylabel="loss", title="training loss")
+    axes[1].plot([r["step"] for r in evals], [r[score] for r in evals], marker="o")
+    axes[1].set(xlabel="step", ylabel=score, title=f"held-out {score}", ylim=(0, 1))
+    fig.tight_layout()
+    tmp = png_path + ".tmp.png"
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, png_path)
+    return True
