@@ -6,6 +6,11 @@ against the engine's.
 The network:  X (N,2) -> z1 = X @ W1 + b1 -> h = tanh(z1) -> yhat = h @ W2 + b2 -> loss = mean((yhat - y)^2)
 with W1 (2,4), b1 (4,), W2 (4,1), b2 (1,). Everything is float64, so hand and engine agree to ~1e-15.
 It takes well under a second and downloads nothing.
+
+The same idea scales up: tinygrad_reason/ops/reference.py writes the library's fused ops (linear,
+layer_norm, rms_norm, cross_entropy, attention) as their formulas in the Tensor ops used here, and
+autograd derives their gradients the way this script does by hand. Read them next; the fused
+versions that run by default are tested against them.
 """
 import argparse
 import os

@@ -3,11 +3,19 @@
     python examples/02_train_tiny_gpt.py                  # CPU
     python examples/02_train_tiny_gpt.py --device cuda    # GPU (needs CuPy)
     python examples/02_train_tiny_gpt.py --steps 50       # a quick look
+    python examples/02_train_tiny_gpt.py --reference      # on the reference ops (slower, same losses)
 
 Characters are the tokens (the tiktoken tokenizer comes in a later layer). The model is the seed
 GPT: learned + sinusoidal positions, pre-norm LayerNorm, GELU MLP, trained with AdamW, warmup and
 cosine decay, gradient clipping. The loss falls from log(vocab) toward ~1.3 nats per character and
 the samples start to look like the text. Sampling uses the model's preallocated KV cache.
+
+The model's linear layers, LayerNorms, attention and loss run fused ops written for speed
+(ops/matmul.py, ops/nn.py, ops/attention.py). To read what they compute, open
+tinygrad_reason/ops/reference.py: each one as its formula in plain Tensor ops, with the backward
+left to autograd. --reference trains on those (and on AdamW's whole-array reference update,
+optim.adamw_reference_update) instead, through tg.use_reference_ops(True); the losses agree with
+the fused run's to float32 rounding.
 """
 from __future__ import annotations
 
@@ -72,7 +80,14 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sample-chars", type=int, default=200)
+    ap.add_argument("--reference", action="store_true",
+                    help="run the reference ops (tinygrad_reason/ops/reference.py) instead of the fused ones")
     args = ap.parse_args()
+
+    if args.reference:
+        tg.use_reference_ops(True)          # every F.linear / F.layer_norm / F.attention / ... from here on
+    if tg.reference_ops_enabled():
+        print("training on the reference ops (tinygrad_reason/ops/reference.py)")
 
     tg.manual_seed(args.seed)
     vocab = sorted(set(TEXT))

@@ -146,6 +146,27 @@ def test_model_only_checkpoint(tmp_path):
         load_checkpoint(tmp_path, fresh, AdamW(fresh.parameters()))
 
 
+def test_a_config_saved_before_new_fields_existed_still_loads(tmp_path):
+    """checkpoint.json written before qkv_bias / o_bias / mlp_bias and the RoPE scaling fields: the
+    absent fields mean their defaults; a field that really differs is still a clear error."""
+    import json
+    model, _ = trained(seed=2, steps=0)
+    save_checkpoint(tmp_path, model)
+    meta_path = tmp_path / "checkpoint.json"
+    meta = json.loads(meta_path.read_text())
+    for field in ("qkv_bias", "o_bias", "mlp_bias", "rope_scaling", "rope_scaling_factor", "rope_low_freq_factor",
+                  "rope_high_freq_factor", "rope_original_context"):
+        del meta["config"][field]
+    meta_path.write_text(json.dumps(meta))
+    fresh = Transformer(tiny_config())
+    load_checkpoint(tmp_path, fresh)
+    assert_same_model(model, fresh)
+    meta["config"]["d_model"] += 1
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="config mismatch with the model: d_model"):
+        load_checkpoint(tmp_path, Transformer(tiny_config()))
+
+
 # ---------------------------------------------------------------- (b) bit-identical resume
 def test_resume_is_bit_identical(tmp_path):
     tg.manual_seed(0)

@@ -8,8 +8,9 @@ import pytest
 
 from tinygrad_reason.data import Record
 from tinygrad_reason.data.loaders import (
-    LoadResult, last_boxed, load_gsm8k, load_math, parse_gsm8k_answer, split_math_solution,
+    LoadResult, load_gsm8k, load_math, parse_gsm8k_answer, split_math_solution,
 )
+from tinygrad_reason.grading.answers import last_boxed
 from tinygrad_reason.grading.safe_eval import find_annotations
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -200,6 +201,7 @@ def test_parse_gsm8k_answer():
     ("\\boxedfoo{1}", None),
 ])
 def test_last_boxed(text, want):
+    """MATH's reference answers come from the grader's own last_boxed (one definition)."""
     assert last_boxed(text) == want
 
 

@@ -127,6 +127,33 @@ def test_megabyte_strings():
     assert extract_answer("\\boxed{1}" * 100_000) == "1"
 
 
+# two answers a chain-of-thought model wrote on the OOD split: the unit-word rule's regex took
+# minutes on each (nested quantifiers over letter runs) before its letter runs were made possessive
+LOOPING_ANSWERS = [
+    "16 -  The library now has  The library now has  The library now has  The library now has  The shelves "
+    "hold  The library now has  The library now has 16 -  The library now has  The library now has  The library "
+    "now has",
+    "15 - 15-27 -  Now she has  The baskets hold  Now she has  After baking more, she has  After baking more, "
+    "she has 1",
+]
+
+
+@pytest.mark.parametrize("s", LOOPING_ANSWERS + ["5 " + "m" * 250, "7 " + "abcdefg " * 30 + "-",
+                                                 "a " * 120 + "5", "3 " + "cm" * 120 + " x"])
+def test_word_runs_normalize_in_linear_time(s):
+    from tinygrad_reason.grading.rewards import is_correct
+    t = time.monotonic()
+    normalize_answer(s)
+    assert is_correct(s, "338") is False
+    assert time.monotonic() - t < 0.5, f"{time.monotonic() - t:.2f}s for {s[:60]!r}"
+
+
+def test_unit_words_still_strip():
+    for s, want in (("18 apples", "18"), ("864 inches^2", "864"), ("3 mm", "3"), ("12 big apples", "12"),
+                    ("5 or 6 apples", "5 or 6"), ("7 the cat sat", "7 the cat sat")):
+        assert normalize_answer(s) == want, s
+
+
 ODD_UNICODE = ["\u200f42", "4\u200d2", "\uff14\uff12", "42\U0001F600", "\U0001F600", "\u202e24",
                "\ufeff42", "\u0664\u0662", "4\u03002", "\u00b9\u00b2", "\x00", "\ud800", "42\u0000",
                "\u2212\u0031", "\u221a2", "\u03c0", "\u00bd"]

@@ -32,6 +32,7 @@ import tinygrad_reason as tg
 from tinygrad_reason import Function, Tensor, functional as F
 from tinygrad_reason import ops as _ops_pkg
 from tinygrad_reason.ops import attention as AT, elementwise as E, matmul as MM, movement as M, nn as NN, reduce as R
+from tinygrad_reason.fast import attention as attention_kernel
 
 # every module of the ops package, imported, so that every Function subclass is defined
 for _mod in pkgutil.iter_modules(_ops_pkg.__path__):
@@ -1098,12 +1099,12 @@ def test_packed_attention(data):
         w = np.exp(scores - scores.max(axis=-1, keepdims=True))
         return ((w / w.sum(axis=-1, keepdims=True)) @ v).swapaxes(1, 2).reshape(b, t, h * d)
 
-    saved = AT.ROW_BLOCK
-    AT.ROW_BLOCK = data.draw(st.sampled_from([1, 2, 128]))
+    saved = attention_kernel.ROW_BLOCK
+    attention_kernel.ROW_BLOCK = data.draw(st.sampled_from([1, 2, 128]))
     try:
         check(lambda z: F.packed_attention(z, h, masked, scale=scale), ref, [qkv], tol32=1e-4)
     finally:
-        AT.ROW_BLOCK = saved
+        attention_kernel.ROW_BLOCK = saved
 
 
 # ================================================================ the strategies reach the edge cases

@@ -1,4 +1,4 @@
-"""The chunked, threaded paths of the fused ops (ops/kernels.py parallel_units).
+"""The chunked, threaded paths of the fused ops (fast/threads.py parallel_units).
 
 The registry's small shapes run as one chunk on the calling thread. Here the chunk size and the
 parallel threshold are shrunk so that the same ops run in many chunks over two threads, and the
@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 
 import tinygrad_reason as tg
 from tinygrad_reason.fast import threads
-from tinygrad_reason import Tensor, backend, functional as F
+from tinygrad_reason import Tensor, functional as F
 from tinygrad_reason.fast import kernels
-from tinygrad_reason.ops import attention as attention_op, nn as nn_ops
+from tinygrad_reason.fast import adamw as fast_adamw, attention as attention_kernel, norms
 
 torch = pytest.importorskip("torch")
 
@@ -27,8 +27,8 @@ torch = pytest.importorskip("torch")
 @pytest.fixture
 def tiny_chunks(monkeypatch):
     monkeypatch.setattr(threads, "PARALLEL_MIN", 0)
-    monkeypatch.setattr(attention_op, "CHUNK_ELEMENTS", 40)   # a few units per chunk
-    monkeypatch.setattr(nn_ops, "ROW_CHUNK_ELEMENTS", 24)     # a few rows per chunk
+    monkeypatch.setattr(attention_kernel, "CHUNK_ELEMENTS", 40)   # a few units per chunk
+    monkeypatch.setattr(norms, "ROW_CHUNK_ELEMENTS", 24)       # a few rows per chunk
     before = threads.num_threads()
     yield
     tg.set_num_threads(before)
@@ -153,7 +153,7 @@ def _adamw_reference(p, grads, lr, betas, eps, wd):
 @pytest.mark.parametrize("transposed", [False, True])
 def test_adamw_chunked_update_equals_whole_array_formula(threads, transposed, tiny_chunks, monkeypatch):
     from tinygrad_reason import optim
-    monkeypatch.setattr(optim, "UPDATE_CHUNK", 1000)          # many chunks, split over the threads
+    monkeypatch.setattr(fast_adamw, "UPDATE_CHUNK", 1000)          # many chunks, split over the threads
     tg.set_num_threads(threads)
     rng = np.random.default_rng(4)
     p0 = rng.standard_normal((40, 70)).astype(np.float32)
@@ -235,14 +235,14 @@ BLOCK_MASKS = {
 
 @pytest.fixture
 def row_blocks(monkeypatch, tiny_chunks):
-    monkeypatch.setattr(attention_op, "ROW_BLOCK", 2)
+    monkeypatch.setattr(attention_kernel, "ROW_BLOCK", 2)
 
 
 @pytest.mark.parametrize("name", sorted(BLOCK_MASKS))
 def test_row_blocks_skip_keys_and_bias_only_where_masked(name, row_blocks):
     q_shape, k_shape, masked = BLOCK_MASKS[name]
     rep, t, s = q_shape[1] // k_shape[1], q_shape[2], k_shape[2]
-    segs = attention_op._segments(masked, t, s, rep, np)
+    segs = attention_kernel.segments(masked, t, s, rep, np)
     assert len(segs) > 1 and min(n_keys for *_, n_keys in segs) < s           # keys are skipped
     if name != "causal_gqa_padding":           # left padding masks the first keys of every block
         assert any(first > 0 for *_, first, _ in segs)                        # bias on part of the keys
@@ -295,9 +295,9 @@ def test_row_blocks_dropout_matches_torch_with_the_same_keep_mask(row_blocks):
     upstream = rng.standard_normal(q_shape)
     ins = [Tensor(a.copy(), requires_grad=True) for a in arrays]
     out = F.attention(*ins, masked, dropout_p=0.3)
-    ctx = out._ctx
+    blocks = out._ctx.blocks                               # the kernel's plan: its score blocks and keep masks
     keep = np.ones((b * hkv, rep * t, s))                   # keys no block computes have weight 0 anyway
-    for (r0, r1, *_, n_keys), blk in zip(ctx.segs, ctx.keeps):
+    for (r0, r1, *_, n_keys), blk in zip(blocks.segs, blocks.keeps):
         keep[:, r0:r1, :n_keys] = blk.swapaxes(-1, -2)
     keep = torch.from_numpy(keep.reshape(b, h, t, s))
     out.backward(Tensor(upstream))
@@ -358,10 +358,10 @@ def test_the_gpt_config_takes_the_packed_path_and_llama_does_not():
 
 @contextlib.contextmanager
 def _counting_calls(name: str):
-    """attention_op.<name> wrapped to record each call; yields the list of calls."""
-    called, real = [], getattr(attention_op, name)
+    """fast.attention.<name> wrapped to record each call; yields the list of calls."""
+    called, real = [], getattr(attention_kernel, name)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(attention_op, name, lambda *a: called.append(1) or real(*a))
+        mp.setattr(attention_kernel, name, lambda *a: called.append(1) or real(*a))
         yield called
 
 
@@ -369,7 +369,7 @@ def _counting_calls(name: str):
 @pytest.mark.parametrize("heads, kv_heads", [(4, 4), (4, 2), (6, 1)])
 @pytest.mark.parametrize("mask", ["none", "padding", "a row sees nothing", "one mask for all rows"])
 def test_one_query_without_a_graph_equals_the_blocked_path_and_torch(dtype, heads, kv_heads, mask):
-    # a decode step under no_grad takes attention_op._one_query (queries-by-keys scores); the same
+    # a decode step under no_grad takes fast.attention.one_query (queries-by-keys scores); the same
     # inputs with a graph take the blocked path; both equal torch's written-out attention
     rng = np.random.default_rng(0)
     b, s, d = 3, 7, 8
@@ -381,7 +381,7 @@ def test_one_query_without_a_graph_equals_the_blocked_path_and_torch(dtype, head
               "padding": np.arange(s)[None, None, None, :] < np.array([0, 2, 5])[:, None, None, None],
               "a row sees nothing": np.arange(s)[None, None, None, :] < np.array([0, s, 1])[:, None, None, None],
               "one mask for all rows": (np.arange(s) % 3 == 1)[None, None, None, :]}[mask]
-    with _counting_calls("_one_query") as called, tg.no_grad():
+    with _counting_calls("one_query") as called, tg.no_grad():
         fast = F.attention(Tensor(q), Tensor._wrap(k), Tensor._wrap(v), masked).numpy()
     blocked = F.attention(Tensor(q, requires_grad=True), Tensor._wrap(k), Tensor._wrap(v), masked).numpy()
     assert called == [1]
@@ -416,7 +416,7 @@ def _prefix_case(dtype, heads, kv_heads, group, p=5, s=3, d=8, seed=0):
 @pytest.mark.parametrize("group", [[0, 0, 0, 0], [2, 0, 2, 1, 2], [1]])
 def test_prefix_attention_equals_attention_on_each_rows_keys_and_torch(dtype, heads, kv_heads, mask, group):
     # rows continuing shared prefixes (KVCache.share_prefix): the decode step reads each prefix once for its
-    # rows (_prefix_one_query); the same inputs with a graph gather every row's keys and take attention()
+    # rows (prefix_one_query); the same inputs with a graph gather every row's keys and take attention()
     q, k, v, prefix, full_k, full_v = _prefix_case(dtype, heads, kv_heads, group)
     b, total = len(group), full_k.shape[2]
     cut = np.array([0, 2, 6, 1, 7])[:b]                      # padding: keys before `cut` masked, in the prefix and after
@@ -425,7 +425,7 @@ def test_prefix_attention_equals_attention_on_each_rows_keys_and_torch(dtype, he
               "a row sees nothing": (np.arange(total)[None, None, None, :]
                                      < np.array([0, total, 1, 0, 3])[:b, None, None, None]),
               "one mask for all rows": (np.arange(total) % 3 == 1)[None, None, None, :]}[mask]
-    with _counting_calls("_prefix_one_query") as called, tg.no_grad():
+    with _counting_calls("prefix_one_query") as called, tg.no_grad():
         fast = F.prefix_attention(Tensor(q), Tensor._wrap(k), Tensor._wrap(v), prefix, masked).numpy()
     qt, kt, vt = (Tensor(a.copy(), requires_grad=True) for a in (q, k, v))
     gathered = F.prefix_attention(qt, kt, vt, prefix, masked)

@@ -529,9 +529,9 @@ def test_training_mode_model_decodes_without_dropout_and_keeps_its_mode():
 def test_greedy_equals_hf_llama_generate():
     pytest.importorskip("transformers")
     import torch
-    from test_hf_llama_parity import build   # the HF -> ours weight mapping
+    from test_hf_parity import build   # the HF -> ours weight mapping
     # float32: HF's float64 eager path turns all-padding query rows into NaN that leak through
-    # (see test_hf_llama_parity.test_left_padded_batch_matches_hf_attention_mask)
+    # (see test_hf_parity.test_left_padded_batch_matches_hf_attention_mask)
     hf, ours = build("llama", np.float32)
     vocab, ctx = ours.cfg.vocab_size, ours.cfg.context_length
     prompts = [[3, 17, 5, 60, 22, 9], [41, 2], [7, 7, 30, 12]]

@@ -5,6 +5,7 @@ are applied by the command line and the benchmarks (fast.configure_from_env), or
 """
 from . import ops  # noqa: F401  (attaches the operators and op methods to Tensor)
 from . import functional  # noqa: F401
+from .functional import reference_ops, reference_ops_enabled, use_reference_ops  # noqa: F401
 from .backend import cuda_available, manual_seed  # noqa: F401
 from .creation import arange, full, ones, ones_like, rand, randn, tensor, zeros, zeros_like  # noqa: F401
 from .fast.blas import mkl_enabled, use_mkl, use_numpy_blas  # noqa: F401

@@ -10,9 +10,9 @@ import math
 
 import numpy as np
 
-from .fast.threads import parallel_units
-
-UPDATE_CHUNK = 64 * 1024   # elements per chunk of the AdamW update: its four arrays stay in L2
+from . import backend
+from .fast import adamw as fast_adamw
+from .functional import reference_ops_enabled
 
 
 class Optimizer:
@@ -117,6 +117,9 @@ class AdamW(Optimizer):
 
     p *= 1 - lr wd;  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
     p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+
+    The update runs as one chunked in-place kernel (fast/adamw.py); under
+    tinygrad_reason.use_reference_ops(True) it is adamw_reference_update, the same formula on whole arrays.
     """
     defaults = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-2}
 
@@ -137,36 +140,32 @@ class AdamW(Optimizer):
             state["exp_avg_sq"] = p.xp.zeros_like(p.data)
         state["step"] += 1
         t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
-        xp = p.xp
-        kept = (p.data, m, v)
-        data, m, v = (a if a.flags.c_contiguous else xp.ascontiguousarray(a) for a in kept)
-        flat = [a.reshape(-1) for a in (data, xp.ascontiguousarray(g), m, v)]
-        decay, bc2_sqrt, step_size = 1.0 - lr * wd, math.sqrt(1.0 - b2 ** t), lr / (1.0 - b1 ** t)
+        if reference_ops_enabled():
+            adamw_reference_update(p.data, g, m, v, t, lr, (b1, b2), eps, wd)
+            return
+        fast_adamw.update(p.data, g, m, v, t, lr, b1, b2, eps, wd)
 
-        def work(lo, hi, scratch):
-            # every pass of the update over one cache-sized chunk, in place (and on our threads)
-            pc, gc, mc, vc = (a[lo:hi] for a in flat)
-            tmp = scratch((hi - lo,))
-            if wd:
-                pc *= decay
-            mc *= b1
-            xp.multiply(gc, 1.0 - b1, out=tmp)
-            mc += tmp
-            vc *= b2
-            xp.multiply(gc, 1.0 - b2, out=tmp)
-            tmp *= gc
-            vc += tmp
-            xp.sqrt(vc, out=tmp)
-            tmp /= bc2_sqrt
-            tmp += eps
-            xp.divide(mc, tmp, out=tmp)
-            tmp *= step_size
-            pc -= tmp
 
-        parallel_units(flat[0].size, 1, UPDATE_CHUNK, work, xp, data.dtype)
-        for original, updated in zip(kept, (data, m, v)):
-            if updated is not original:                   # a non-contiguous parameter or moment: write back
-                original[...] = updated
+def adamw_reference_update(param, grad, exp_avg, exp_avg_sq, step: int, lr: float, betas, eps: float,
+                           weight_decay: float) -> None:
+    """One AdamW step on whole arrays, in place (param, exp_avg, exp_avg_sq), step counting from 1:
+
+        param *= 1 - lr * weight_decay                   (decoupled weight decay)
+        m = b1 m + (1 - b1) g,   v = b2 v + (1 - b2) g^2  (moving averages of g and g^2)
+        param -= lr * m_hat / (sqrt(v_hat) + eps),   m_hat = m / (1 - b1^step),  v_hat = v / (1 - b2^step)
+
+    The bias corrections m_hat, v_hat undo the averages' start at 0. fast/adamw.py computes the same
+    in cache-sized chunks on threads; this is the version to read. It sits here, beside that kernel,
+    rather than in ops/reference.py, because it is optimizer state on arrays, not an autograd op.
+    """
+    b1, b2 = betas
+    xp = backend.get_array_module(param)
+    param *= 1.0 - lr * weight_decay
+    exp_avg[...] = b1 * exp_avg + (1.0 - b1) * grad
+    exp_avg_sq[...] = b2 * exp_avg_sq + (1.0 - b2) * grad * grad
+    m_hat = exp_avg / (1.0 - b1 ** step)
+    v_hat = exp_avg_sq / (1.0 - b2 ** step)
+    param -= lr * m_hat / (xp.sqrt(v_hat) + eps)
 
 
 def decay_groups(model, weight_decay: float, decay_embeddings: bool = True) -> list:

@@ -2,10 +2,10 @@
 their accuracy with Wilson intervals and a two-proportion test."""
 from __future__ import annotations
 
-import json
 import os
 
 from ..train.stats import two_proportion_p
+from ..io.atomic import write_json, write_text
 from .config import config_from_args
 from .runs import run_training
 
@@ -31,10 +31,8 @@ def comparison_table(results: dict) -> str:
 def run_compare(cfg: dict, out: str) -> dict:
     results = {fmt: run_training(cfg, os.path.join(out, fmt), fmt) for fmt in ("direct", "cot")}
     table = comparison_table(results)
-    with open(os.path.join(out, "table.md"), "w") as f:
-        f.write(table)
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    write_text(os.path.join(out, "table.md"), table)
+    write_json(os.path.join(out, "results.json"), results)
     return {"results": results, "table": table}
 
 

@@ -2,9 +2,9 @@
 calculator tool, refinement) or as a --curve of self-consistency accuracy against paths."""
 from __future__ import annotations
 
-import json
 import os
 
+from ..io.atomic import write_json, write_text
 from .config import CLIError, setup_threads
 from .runs import evaluate_split, load_run
 
@@ -39,8 +39,7 @@ def cmd_eval(args) -> None:
     result = evaluate_split(model, tok, records, cfg["train"]["format"], cfg)
     result.update(split=args.split, method="greedy", run=args.run)
     out = args.out or os.path.join(args.run, f"eval-{args.split}.json")
-    with open(out, "w") as f:
-        json.dump(result, f, indent=2)
+    write_json(out, result)
     print(f"| method | split | accuracy | n | 95% CI | tokens | seconds |\n| --- | --- | --- | --- | --- | --- | --- |\n"
           f"| greedy | {args.split} | {result['accuracy']:.1%} | {result['n']} | "
           f"[{result['ci95'][0]:.1%}, {result['ci95'][1]:.1%}] | {result['generated_tokens']} | {result['seconds']:.1f} |")
@@ -84,11 +83,9 @@ def _eval_methods(args, specs, cfg, tok, model, records) -> None:
     rows = [run_method(s, model, tok, records, fmt, settings) for s in specs]
     table = methods_table(rows, args.split)
     out = args.out or os.path.join(args.run, f"eval-methods-{args.split}.json")
-    with open(out, "w") as f:
-        json.dump({"run": args.run, "split": args.split, "format": fmt, "n": len(records),
-                   "settings": vars(settings), "results": rows}, f, indent=2)
-    with open(os.path.splitext(out)[0] + ".md", "w") as f:
-        f.write(table)
+    write_json(out, {"run": args.run, "split": args.split, "format": fmt, "n": len(records),
+                     "settings": vars(settings), "results": rows})
+    write_text(os.path.splitext(out)[0] + ".md", table)
     print(table, end="")
 
 
@@ -107,11 +104,9 @@ def _eval_curve(args, ns, cfg, tok, model, records) -> None:
     table = curve_table(curve)
     out = args.out or os.path.join(args.run, f"curve-{args.split}.json")
     base = os.path.splitext(out)[0]
-    with open(out, "w") as f:
-        json.dump({"run": args.run, "split": args.split, "format": fmt, "n": len(records),
-                   "settings": vars(settings), **curve}, f, indent=2)
-    with open(base + ".md", "w") as f:
-        f.write(table)
+    write_json(out, {"run": args.run, "split": args.split, "format": fmt, "n": len(records),
+                     "settings": vars(settings), **curve})
+    write_text(base + ".md", table)
     print(table, end="")
     print(f"\n{len(records)} problems x {ns[-1]} paths: {curve['generated_tokens']} tokens generated, "
           f"{curve['seconds']:.1f} s; wrote {out} and {base}.md")

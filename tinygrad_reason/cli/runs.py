@@ -7,6 +7,7 @@ import json
 import os
 import time
 
+from ..io.atomic import write_json
 from .config import CLIError
 
 def build_splits(cfg: dict, with_train: bool = True) -> dict:
@@ -70,8 +71,7 @@ def run_training(cfg: dict, out: str, fmt: str | None = None) -> dict:
             raise CLIError(f"run directory {out} holds a checkpoint trained with a different "
                            f"{'/'.join(changed)} config; resume with the same one or use another --out")
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "config.json"), "w") as f:
-        json.dump(cfg, f, indent=2)
+    write_json(os.path.join(out, "config.json"), cfg)
     tg.manual_seed(cfg["seed"])
     splits = build_splits(cfg)
     tok = build_tokenizer(cfg, splits["train"])
@@ -84,8 +84,7 @@ def run_training(cfg: dict, out: str, fmt: str | None = None) -> dict:
                "parameters": model.num_parameters(), "history": result["history"]}
     for split in ("test", "ood"):
         results[split] = evaluate_split(model, tok, splits[split], fmt, cfg)
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    write_json(os.path.join(out, "results.json"), results)
     return results
 
 

@@ -17,9 +17,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional, Union
 
+from ..grading.answers import gsm8k_answer, last_boxed
 from .records import Record
 
-__all__ = ["LoadResult", "load_gsm8k", "load_math", "parse_gsm8k_answer", "last_boxed",
+__all__ = ["LoadResult", "load_gsm8k", "load_math", "parse_gsm8k_answer",
            "split_math_solution", "load_jsonl_records"]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -119,12 +120,13 @@ def _field(obj: dict, name: str) -> str:
 # ----------------------------------------------------------------------------------- GSM8K
 
 def parse_gsm8k_answer(answer: str) -> tuple[list[str], str]:
-    """``(steps, gold)`` from a GSM8K answer: the lines before the last ``####`` and the
-    text after it, stripped, with ``,`` thousands separators removed."""
+    """``(steps, gold)`` from a GSM8K answer: the lines before the last ``####``, and the answer
+    after it as the grader reads a model's ``####`` (grading.answers.gsm8k_answer: that line,
+    stripped, ``,`` thousands separators removed)."""
     if "####" not in answer:
         raise ValueError("no '####' final-answer marker")
-    body, gold = answer.rsplit("####", 1)
-    gold = gold.strip().replace(",", "")
+    body = answer.rsplit("####", 1)[0]
+    gold = gsm8k_answer(answer)
     if not gold:
         raise ValueError("empty final answer after '####'")
     steps = [ln.strip() for ln in body.splitlines() if ln.strip()]
@@ -148,42 +150,6 @@ def load_gsm8k(path: PathLike) -> LoadResult:
 
 
 # ------------------------------------------------------------------------------------ MATH
-
-def last_boxed(text: str) -> Optional[str]:
-    """Contents of the last ``\\boxed{...}`` (or ``\\fbox{...}``) in ``text``, nested braces
-    and escaped braces (``\\{``) handled; also ``\\boxed 5``. ``None`` if there is none or it
-    is unbalanced."""
-    if not isinstance(text, str):
-        return None
-    idx = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
-    if idx < 0:
-        return None
-    i = idx + (6 if text.startswith("\\boxed", idx) else 5)
-    n = len(text)
-    while i < n and text[i] in " \t\n":
-        i += 1
-    if i >= n:
-        return None
-    if text[i] != "{":
-        if i == idx + 5 or i == idx + 6 or not text[i].isascii():
-            return None        # "\boxedfoo" is another command, not a box
-        m = re.match(r"[^\s$}]+", text[i:])   # "\boxed 5" form: the next token
-        return m.group(0) if m else None
-    depth, j = 0, i
-    while j < n:
-        c = text[j]
-        if c == "\\":
-            j += 2
-            continue
-        if c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                return text[i + 1:j]
-        j += 1
-    return None
-
 
 _ENV_BEGIN = re.compile(r"\\begin\{([^{}]*)\}")
 

@@ -5,23 +5,17 @@ mmap threshold is a fresh mapping that is unmapped when freed, and free memory a
 heap beyond its trim threshold goes back to the kernel; both thresholds adapt as the process runs
 (128 KiB at start). A training step allocates and frees the same activations every time, so
 memory handed back at the end of one step is faulted in again, a 4 KiB page at a time, in the
-next. Measured on the 2-core development machine, our model alone in the process:
-
-- `python benchmarks/bench_malloc.py --config tiny --threads 1` (the tiny GPT: d 128, 4 layers,
-  batch 32 x 64; 3 rounds): 205 ms a step against 265 ms with glibc's defaults, which faulted
-  23.6K pages a step and spent 48 ms of system time on them (~2 us a page; 0.5 ms here).
-  Data-parallel on 2 threads (`--threads 2 --parallel data`): 189 vs 283 ms. Small, one thread
-  (`--config small --steps 3 --rounds 2`): 3469 vs 4143 ms, 42 vs 245 ms of system time a step;
-- peak memory did not change (maximum resident set 169.9 vs 169.6 MiB tiny, 1412 vs 1410 MiB small):
-  the memory kept is what the next step uses anyway.
+next (the tiny GPT's step spent about a fifth of its time faulting pages in; the peak memory does
+not change, because what is kept is what the next step uses: `python benchmarks/bench_malloc.py`,
+benchmarks/README.md).
 
 reuse_freed_memory() sets the mmap threshold to 32 MiB (the most glibc's adaptive threshold reaches
 on 64-bit; larger arrays still get their own mapping, and NumPy asks for huge pages on those) and
 the trim threshold to 256 MiB. It changes the whole process's malloc (torch's tensors too, in the
 benchmarks), which is why it is one named call, and why importing the package does not make it: the
 command line and the benchmarks do (fast.configure_from_env), and TINYGRAD_REASON_MALLOC=system in the
-environment leaves glibc's defaults alone there. Elsewhere (macOS,
-Windows, musl) it does nothing and returns False.
+environment leaves glibc's defaults alone there. Elsewhere (macOS, Windows, musl) it does nothing
+and returns False.
 """
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
 """Optional MKL for the large matrix products (the linear layers), called by ctypes on NumPy arrays.
 
-NumPy's wheels bring OpenBLAS. On the benchmark machine it runs the linear layers' GEMMs of a
-training step 1.2-1.3x slower than MKL (benchmarks/bench_blas.py, small GPT: 2269 vs 1737 ms on one
-thread, 1580 vs 1258 ms on two), and those GEMMs are two thirds of a step. With the optional extra installed
+NumPy's wheels bring OpenBLAS, which runs the linear layers' GEMMs (two thirds of a training step)
+1.2-1.3x slower than MKL here (benchmarks/README.md, bench_blas.py). With the optional extra installed
 (`pip install 'tinygrad_reason[mkl]'`, which brings Intel's `mkl` wheel) and MKL switched on
 (`tg.use_mkl()`, or TINYGRAD_REASON_BLAS=mkl in the environment), `matmul2d` hands float32/float64
 products of C- or Fortran-ordered 2-d arrays to cblas_sgemm / cblas_dgemm; anything else (other
@@ -10,10 +9,9 @@ layouts, dtypes, matrix-vector products, CuPy arrays, MKL off) is NumPy's matmul
 depend on the switch beyond float rounding.
 
 Threads: MKL runs its sequential layer, and a large product is split by rows over our own worker
-threads (ctypes releases the GIL during the call). With MKL's OpenMP layer its spinning threads
-competed with ours and OpenBLAS's for the two cores: measured in the small GPT's step, 1.27-1.34x
-torch that way (3 runs) against 1.22x split over our threads (1 run); TINYGRAD_REASON_MKL_LAYER=intel
-keeps MKL's own threads.
+threads (ctypes releases the GIL during the call): MKL's OpenMP layer spun threads that competed
+with ours and OpenBLAS's for the cores (slower in the small GPT's step; benchmarks/README.md).
+TINYGRAD_REASON_MKL_LAYER=intel keeps MKL's own threads.
 
 Vector math: while MKL is on, the float32 exact-erf GELU and erf kernels take their normal CDF,
 exp and erf from MKL's VML, one vectorized pass each (vml.py).

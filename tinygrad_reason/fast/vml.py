@@ -2,10 +2,9 @@
 
 With MKL switched on (`tg.use_mkl()`, see blas.py) the float32 exact-erf GELU takes its normal CDF
 from vmsCdfNorm and its exp from vmsExp, and the float32 erf op from vmsErf: one vectorized pass
-each, where the NumPy kernels (ops/kernels.py) spend about twenty passes on A&S 7.1.26. GELU's
-forward against torch's, one thread (`python benchmarks/bench_core.py --only kernels --threads 1`,
-with and without `--blas mkl`, one run each): 1.7x / 1.9x / 1.6x torch's time on 16 / 512 / 4096
-rows of 1536 here, 4.8x / 6.5x / 4.0x on the NumPy kernel. The functions run in high-accuracy mode
+each, where the NumPy kernels (kernels.py) spend about twenty passes on A&S 7.1.26 (GELU's forward
+about 2.5-3.5x faster; `python benchmarks/bench_core.py --only kernels`, benchmarks/README.md). The
+functions run in high-accuracy mode
 (VML_HA, about 1 ulp) and report no errors (VML_ERRMODE_NOERR: exp underflow and overflow are the
 right limits here, as in the NumPy kernels, which ignore them); subnormal results are kept.
 """

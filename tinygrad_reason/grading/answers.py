@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+import regex
+
 ANSWER_MARKER = "<|answer|>"
 END_MARKER = "<|endoftext|>"
 MAX_NORMALIZE_LEN = 10_000     # longer "answers" are not normalized (they never match anything)
@@ -181,10 +183,16 @@ _UNIT_WORDS = (
     "ounces?|oz|liters?|litres?|ml|gallons?|hours?|hrs?|minutes?|mins?|seconds?|secs?|s|days?|"
     "weeks?|months?|years?|mph|percent|points?|people|persons?|students?|apples?|eggs?|marbles?|"
     "books?|cookies?|pages?|times|ways|mi|h|per|each|total")
+# a unit word must end at a word boundary, so "mm" is one word and never "m" + "m" (no backtracking)
+_UNITS_ONLY = re.compile(rf"(?:(?:{_UNIT_WORDS})\b\.?(?:\^\{{?[23]\}}?)?\s*)+", re.I)
 _STOPWORDS = re.compile(r"\b(or|and|maybe|not|possibly|probably|perhaps|either|neither|nor|but|"
                         r"except|unless|approximately|about|around|between|if)\b", re.I)
-# number-ish prefix followed only by words (units), e.g. "18 apples", "5.4 cents", "864 inches^2"
-_TRAILING_WORDS = re.compile(r"^(.*?[0-9}a-zA-Z)\]])\s*((?:\s*[a-zA-Z]+\.?(?:\^\{?[23]\}?)?)+)$")
+# number-ish prefix followed only by words (units), e.g. "18 apples", "5.4 cents", "864 inches^2". The
+# letter runs are possessive (regex's ++): with a plain + the words' letters could be split between
+# repetitions in exponentially many ways, and a long run of words took minutes to reject. Only
+# answers up to MAX_UNIT_STRIP_LEN are tried (the lazy prefix makes a failing match quadratic).
+_TRAILING_WORDS = regex.compile(r"^(.*?[0-9}a-zA-Z)\]])\s*((?:\s*[a-zA-Z]++\.?(?:\^\{?[23]\}?)?)+)$")
+MAX_UNIT_STRIP_LEN = 256
 _THOUSANDS = re.compile(r"^-?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?$")
 _MIXED = re.compile(r"^(-?)([0-9]+)\s*\\frac\{([0-9]+)\}\{([0-9]+)\}$")
 _LHS = re.compile(r"^\s*(?:[a-zA-Z]|\\[a-zA-Z]+)\s*(?:=|\\in)\s*")
@@ -260,10 +268,10 @@ def _normalize(s: str) -> str:
         s = s[:-1].rstrip()
     s = s.rstrip(",").strip()
     # unit words after a value:  "18 apples", "5.4 cents", "864 inches^2", "270/7 degrees"
-    m = _TRAILING_WORDS.match(s)
+    m = _TRAILING_WORDS.match(s) if len(s) <= MAX_UNIT_STRIP_LEN else None
     if m and not _STOPWORDS.search(m.group(2)) and re.search(r"[0-9]", m.group(1)):
         words = m.group(2).strip()
-        if re.fullmatch(rf"(?:(?:{_UNIT_WORDS})\.?(?:\^\{{?[23]\}}?)?\s*)+", words, re.I) or \
+        if _UNITS_ONLY.fullmatch(words) or \
                 re.fullmatch(r"[a-zA-Z]{3,}(?:\s+[a-zA-Z]{3,})?", words):
             s = m.group(1).strip()
     # "x = 3" / "x \in [1,2]" -> rhs (only a single-letter lhs, only one "=")

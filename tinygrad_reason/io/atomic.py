@@ -42,3 +42,14 @@ def atomic_write(path, write) -> None:
             pass
         raise
     fsync_dir(directory)
+
+
+def write_text(path, text: str) -> None:
+    """Write a text file atomically (atomic_write with UTF-8)."""
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def write_json(path, obj, indent: int = 2) -> None:
+    """Write a JSON file atomically: a reader never sees half of it."""
+    import json
+    write_text(path, json.dumps(obj, indent=indent) + "\n")

@@ -164,6 +164,14 @@ def _check_config(saved, model, directory) -> None:
     if saved is None or cfg is None or not hasattr(cfg, "to_dict"):
         return
     own = _jsonable(cfg.to_dict())
+    if hasattr(type(cfg), "from_dict"):
+        # a config saved before a field existed means that field's default: resolve it the way the
+        # config class does (fields the class does not know stay, and are reported below)
+        known = {k: v for k, v in saved.items() if k in own}
+        try:
+            saved = {**saved, **_jsonable(type(cfg).from_dict(_untuple(known)).to_dict())}
+        except (TypeError, ValueError):
+            pass                          # not a valid config: the comparison below names what differs
     diffs = [f"{k}: checkpoint {saved.get(k, '<absent>')!r} vs model {own.get(k, '<absent>')!r}"
              for k in sorted(set(saved) | set(own)) if saved.get(k, "<absent>") != own.get(k, "<absent>")]
     if diffs:

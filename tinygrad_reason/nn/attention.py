@@ -112,13 +112,16 @@ def causal_mask(t_q: int, t_k: int, start: int, xp=np):
 
 
 class CausalSelfAttention(Module):
-    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, head_dim: int, bias: bool = False,
-                 qk_norm: bool = False, dropout: float = 0.0, norm_eps: float = 1e-6, dtype=np.float32):
+    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, head_dim: int, qkv_bias: bool = False,
+                 o_bias: bool = False, qk_norm: bool = False, dropout: float = 0.0, norm_eps: float = 1e-6,
+                 dtype=np.float32):
+        """qkv_bias: biases on the q, k and v projections; o_bias: on the output projection (Qwen2 has
+        the first without the second)."""
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
-        self.q_proj = Linear(d_model, n_heads * head_dim, bias, dtype)
-        self.k_proj = Linear(d_model, n_kv_heads * head_dim, bias, dtype)
-        self.v_proj = Linear(d_model, n_kv_heads * head_dim, bias, dtype)
-        self.o_proj = Linear(n_heads * head_dim, d_model, bias, dtype)
+        self.q_proj = Linear(d_model, n_heads * head_dim, qkv_bias, dtype)
+        self.k_proj = Linear(d_model, n_kv_heads * head_dim, qkv_bias, dtype)
+        self.v_proj = Linear(d_model, n_kv_heads * head_dim, qkv_bias, dtype)
+        self.o_proj = Linear(n_heads * head_dim, d_model, o_bias, dtype)
         self.q_norm = RMSNorm(head_dim, norm_eps, dtype) if qk_norm else None
         self.k_norm = RMSNorm(head_dim, norm_eps, dtype) if qk_norm else None
         self.attn_dropout = Dropout(dropout)
@@ -163,7 +166,7 @@ class CausalSelfAttention(Module):
         concatenated on each call (a copy of 3 d^2 numbers, small beside the product's T d^2)."""
         weight = F.concatenate([self.q_proj.weight * scale, self.k_proj.weight, self.v_proj.weight], axis=0)
         bias = None
-        if self.q_proj.bias is not None:
+        if self.q_proj.bias is not None:          # q, k and v have biases together or not at all
             bias = F.concatenate([self.q_proj.bias * scale, self.k_proj.bias, self.v_proj.bias], axis=0)
         return F.linear(x, weight, bias)
 

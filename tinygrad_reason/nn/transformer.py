@@ -1,7 +1,8 @@
 """One decoder-only transformer, two families from one config.
 
 The seed GPT: learned (+ sinusoidal) positions, pre-norm LayerNorm, GELU MLP, residuals.
-Llama / Qwen style: RoPE, RMSNorm, SwiGLU, grouped-query attention, optional QK-norm.
+Llama / Qwen style: RoPE (optionally scaled for long contexts), RMSNorm, SwiGLU, grouped-query
+attention, optional QK-norm, and separate bias switches for q/k/v, the output projection and the MLP.
 `hidden_states()` returns the last layer's normalized states per position, for heads that sit on
 the trunk (verifiers); `forward()` maps them to logits.
 """
@@ -15,7 +16,7 @@ import numpy as np
 
 from .. import backend
 from .. import functional as F
-from ..ops.rope import rope_tables
+from ..ops.rope import ROPE_SCALINGS, rope_tables
 from ..tensor import Tensor
 from .attention import CausalSelfAttention, KVCache
 from .layers import MLP, Dropout, Embedding, LayerNorm, Linear, RMSNorm, SwiGLU, normal_, zeros_
@@ -39,10 +40,18 @@ class TransformerConfig:
     norm: str = "layernorm"
     mlp: str = "gelu"
     mlp_hidden: int | None = None        # None: 4 d for GELU, 8/3 d rounded up to 64 for SwiGLU
-    bias: bool = True
+    bias: bool = True                    # the blocks' Linear and LayerNorm biases; the next three refine it
+    qkv_bias: bool | None = None         # None: same as bias (Qwen2: True with bias=False)
+    o_bias: bool | None = None           # None: same as bias
+    mlp_bias: bool | None = None         # None: same as bias
     tie_embeddings: bool = False
     dropout: float = 0.0
     rope_base: float = 10000.0
+    rope_scaling: str = "none"           # "linear" or "llama3": frequencies stretched for a longer context
+    rope_scaling_factor: float = 1.0
+    rope_low_freq_factor: float = 1.0    # llama3 only: wavelengths over original_context / this are stretched,
+    rope_high_freq_factor: float = 4.0   # under original_context / this kept, blended in between
+    rope_original_context: int = 8192    # llama3 only: the context length the model was trained at
     qk_norm: bool = False
     norm_eps: float = 1e-5
     init_std: float = 0.02
@@ -82,6 +91,35 @@ class TransformerConfig:
             raise ValueError(f"TransformerConfig.mlp_hidden must be positive, got {self.mlp_hidden}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"TransformerConfig.dropout must be in [0, 1), got {self.dropout}")
+        for name in ("qkv_bias", "o_bias", "mlp_bias"):
+            if getattr(self, name) is None:
+                setattr(self, name, self.bias)
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"TransformerConfig.{name} must be a bool or None, got {getattr(self, name)!r}")
+        self._validate_rope_scaling()
+
+    def _validate_rope_scaling(self) -> None:
+        if self.rope_scaling not in ROPE_SCALINGS:
+            raise ValueError(f"TransformerConfig.rope_scaling must be one of {ROPE_SCALINGS}, "
+                             f"got {self.rope_scaling!r}")
+        if self.rope_scaling != "none" and self.positions != "rope":
+            raise ValueError(f"TransformerConfig.rope_scaling={self.rope_scaling!r} needs positions='rope', "
+                             f"got {self.positions!r}")
+        # a scaling parameter that the chosen scaling does not read is a mistake, not something to ignore
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name, readers in (("rope_scaling_factor", ("linear", "llama3")), ("rope_low_freq_factor", ("llama3",)),
+                              ("rope_high_freq_factor", ("llama3",)), ("rope_original_context", ("llama3",))):
+            if self.rope_scaling not in readers and getattr(self, name) != defaults[name]:
+                raise ValueError(f"TransformerConfig.{name}={getattr(self, name)!r} is only read with rope_scaling "
+                                 f"in {readers}, got rope_scaling={self.rope_scaling!r}")
+        if not isinstance(self.rope_scaling_factor, (int, float, np.number)) or not self.rope_scaling_factor > 0:
+            raise ValueError(f"TransformerConfig.rope_scaling_factor must be positive, got {self.rope_scaling_factor}")
+        if not 0 < self.rope_low_freq_factor < self.rope_high_freq_factor:
+            raise ValueError(f"TransformerConfig: rope_low_freq_factor ({self.rope_low_freq_factor}) must be positive "
+                             f"and below rope_high_freq_factor ({self.rope_high_freq_factor})")
+        if not isinstance(self.rope_original_context, (int, np.integer)) or self.rope_original_context <= 0:
+            raise ValueError(f"TransformerConfig.rope_original_context must be a positive integer, "
+                             f"got {self.rope_original_context!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -106,6 +144,22 @@ class TransformerConfig:
         base = dict(positions="rope", norm="rmsnorm", mlp="swiglu", bias=False, norm_eps=1e-6)
         return cls(**{**base, **kw})
 
+    @classmethod
+    def qwen2(cls, **kw) -> "TransformerConfig":
+        """Qwen2 / Qwen2.5: the Llama block with biases on q, k and v only."""
+        return cls.llama(**{**dict(qkv_bias=True, o_bias=False, mlp_bias=False), **kw})
+
+    @classmethod
+    def qwen3(cls, **kw) -> "TransformerConfig":
+        """Qwen3: the Llama block with RMSNorm on each query and key head (pass head_dim: Qwen3 sets it)."""
+        return cls.llama(**{**dict(qk_norm=True), **kw})
+
+    def rope_scaling_kwargs(self) -> dict:
+        """The scaling keywords of ops.rope.rope_tables for this config."""
+        return dict(scaling=self.rope_scaling, factor=self.rope_scaling_factor,
+                    low_freq_factor=self.rope_low_freq_factor, high_freq_factor=self.rope_high_freq_factor,
+                    original_context=self.rope_original_context)
+
 
 def sinusoidal_table(n_positions: int, dim: int, dtype=np.float32) -> np.ndarray:
     """The fixed encodings of "Attention is all you need": sin on even, cos on odd features."""
@@ -124,11 +178,11 @@ class Block(Module):
         norm = (lambda: LayerNorm(cfg.d_model, cfg.norm_eps, cfg.bias, dtype)) if cfg.norm == "layernorm" \
             else (lambda: RMSNorm(cfg.d_model, cfg.norm_eps, dtype))
         self.attn_norm = norm()
-        self.attn = CausalSelfAttention(cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.bias,
-                                        cfg.qk_norm, cfg.dropout, cfg.norm_eps, dtype)
+        self.attn = CausalSelfAttention(cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.qkv_bias,
+                                        cfg.o_bias, cfg.qk_norm, cfg.dropout, cfg.norm_eps, dtype)
         self.mlp_norm = norm()
         ff = MLP if cfg.mlp == "gelu" else SwiGLU
-        self.mlp = ff(cfg.d_model, cfg.mlp_hidden, cfg.bias, cfg.dropout, dtype)
+        self.mlp = ff(cfg.d_model, cfg.mlp_hidden, cfg.mlp_bias, cfg.dropout, dtype)
 
     def forward(self, x, rope=None, pad_mask=None, cache=None, layer=0, start=0):
         x = x + self.attn(self.attn_norm(x), rope, pad_mask, cache, layer, start)
@@ -147,8 +201,8 @@ class Transformer(Module):
         self.lm_head = None if cfg.tie_embeddings else Linear(cfg.d_model, cfg.vocab_size, False, dtype)
         self._sinusoidal = sinusoidal_table(cfg.context_length, cfg.d_model, dtype) \
             if "sinusoidal" in cfg.positions else None
-        self._rope = rope_tables(cfg.context_length, cfg.head_dim, cfg.rope_base, dtype) \
-            if cfg.positions == "rope" else None
+        self._rope = rope_tables(cfg.context_length, cfg.head_dim, cfg.rope_base, dtype,
+                                 **cfg.rope_scaling_kwargs()) if cfg.positions == "rope" else None
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -176,7 +230,8 @@ class Transformer(Module):
         if self._sinusoidal is not None:
             self._sinusoidal = backend.to_device(sinusoidal_table(cfg.context_length, cfg.d_model, dtype), device)
         if self._rope is not None:
-            self._rope = rope_tables(cfg.context_length, cfg.head_dim, cfg.rope_base, dtype, device)
+            self._rope = rope_tables(cfg.context_length, cfg.head_dim, cfg.rope_base, dtype, device,
+                                     **cfg.rope_scaling_kwargs())
         return self
 
     @property
