@@ -1,5 +1,5 @@
-"""Sampling from a Transformer on its preallocated KV cache: greedy, temperature, top-k, top-p,
-repetition penalty, n-gram blocking; a streaming single-sequence generator and a batched one.
+"""Choosing the next token from a step's logits: greedy, temperature, top-k, top-p, repetition
+penalty, n-gram blocking, and the log-probabilities of what was chosen.
 
 Logits processing, in Hugging Face's order (so greedy and sampled outputs match its generate):
     repetition penalty -> no-repeat n-gram ban -> temperature -> top-k -> top-p -> sample

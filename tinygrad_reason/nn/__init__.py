@@ -1,4 +1,4 @@
-"""Layer 3: modules, layers, attention and the transformer, written on our Tensor."""
+"""Modules, layers, attention with its KV cache, and the transformer, written on our Tensor."""
 from .attention import CausalSelfAttention, KVCache, causal_mask  # noqa: F401
 from .layers import (GELU, MLP, Dropout, Embedding, LayerNorm, Linear, RMSNorm, SiLU, SwiGLU,  # noqa: F401
                      normal_, zeros_)
