@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from .records import Record, derive_seed, make_rng
 
-__all__ = ["generate_multiplication", "multiplication_steps"]
+__all__ = ["generate_multiplication", "multiplication_steps", "given_numbers"]
 
 
 def multiplication_steps(a: int, b: int) -> list[str]:
@@ -23,11 +23,7 @@ def multiplication_steps(a: int, b: int) -> list[str]:
         raise ValueError("a and b must be positive")
     steps: list[str] = []
     partials: list[int] = []
-    for i, ch in enumerate(reversed(str(b))):
-        d = int(ch)
-        if d == 0:
-            continue
-        f = d * 10 ** i
+    for f in place_values(b):
         p = a * f
         steps.append(f"{a} x {f} = <<{a}*{f}={p}>>{p}")
         partials.append(p)
@@ -38,6 +34,17 @@ def multiplication_steps(a: int, b: int) -> list[str]:
         acc = s
     assert acc == a * b
     return steps
+
+
+def place_values(b: int) -> list[int]:
+    """The non-zero place values of b (26 -> [6, 20]): the factors of its partial products."""
+    return [int(ch) * 10 ** i for i, ch in enumerate(reversed(str(b))) if ch != "0"]
+
+
+def given_numbers(record) -> list[int]:
+    """Numbers a multiplication's steps may use beyond the question's: the place values of b (for
+    grading.steps.step_labels)."""
+    return place_values(int(record.meta["b"]))
 
 
 def _digits(rng, lo: int, hi: int) -> int:

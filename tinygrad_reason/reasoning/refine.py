@@ -35,7 +35,6 @@ Tokens generated counts every round's continuation; the rescoring forwards are r
 from __future__ import annotations
 
 import dataclasses
-import re
 import time
 from dataclasses import dataclass, field
 
@@ -45,13 +44,12 @@ from ..data.formats import parse_completion, prompt_ids
 from ..grading.safe_eval import find_annotations, format_number, safe_eval
 from ..generate import SamplingConfig, generate, inference, log_softmax
 from ..grading.rewards import canonical_answer
+from ..grading.steps import ANNOTATION_WITH_COPY, STEP_BAD, STEP_NONE, STEP_OK, check_step
 from .self_consistency import SEED_STRIDE
 
 __all__ = ["Attempt", "split_steps", "check_step", "repair_step", "score", "accept", "score_completions",
            "refine", "STEP_OK", "STEP_BAD", "STEP_NONE"]
 
-STEP_OK, STEP_BAD, STEP_NONE = "ok", "bad", "none"
-_ANNOT_VISIBLE = re.compile(r"<<([^<>]*)>>(-?\d+(?:\.\d+)?(?:/\d+)?)?")
 
 
 @dataclass
@@ -84,23 +82,6 @@ def split_steps(completion, tok):
     return steps, has_answer
 
 
-def check_step(text: str) -> str:
-    """'ok', 'bad' (an annotation is wrong, unclosed or unparseable) or 'none' (no annotation)."""
-    anns = list(find_annotations(text))
-    if text.count("<<") != len(anns) or text.count(">>") != len(anns):
-        return STEP_BAD
-    if not anns:
-        return STEP_NONE
-    if not all(a.ok for a in anns):
-        return STEP_BAD
-    for m in _ANNOT_VISIBLE.finditer(text):
-        if m.group(2) is not None:
-            body = m.group(1)
-            if safe_eval(m.group(2)) != safe_eval(body.rsplit("=", 1)[1]):
-                return STEP_BAD
-    return STEP_OK
-
-
 def repair_step(text: str) -> str | None:
     """The step with every annotation's result (and the number after it) recomputed; None when an
     annotation is unclosed or its expression does not evaluate."""
@@ -114,7 +95,7 @@ def repair_step(text: str) -> str | None:
         expr = m.group(1).rsplit("=", 1)[0] if "=" in m.group(1) else m.group(1)
         v = format_number(safe_eval(expr))
         return f"<<{expr}={v}>>" + (v if m.group(2) is not None else "")
-    return _ANNOT_VISIBLE.sub(fix, text)
+    return ANNOTATION_WITH_COPY.sub(fix, text)
 
 
 def score(completion, logprobs, tok, fmt: str = "cot") -> tuple:
