@@ -18,7 +18,7 @@ from .ops.matmul import matmul  # noqa: F401
 from .ops.rope import rope, rope_tables  # noqa: F401
 from .ops.movement import (broadcast_to, concatenate, expand, flatten, getitem, pad, permute,  # noqa: F401
                            reshape, split, squeeze, stack, transpose, unsqueeze)
-from .ops.nn import dropout, embedding, log_softmax, softmax  # noqa: F401
+from .ops.nn import binary_cross_entropy_with_logits, dropout, embedding, log_softmax, softmax  # noqa: F401
 from .ops.reduce import logsumexp, max, mean, min, sum, var  # noqa: F401,A004
 
 # One flag for the whole process, not one per thread: data_parallel_backward runs each shard's
