@@ -75,3 +75,14 @@ def one_hot(vocab: int, token: int, high: float = 30.0) -> np.ndarray:
 def after_think(tokens, tok) -> list:
     """The generated part: everything after the (last) <|think|>."""
     return tokens[len(tokens) - tokens[::-1].index(tok.think_id):] if tok.think_id in tokens else []
+
+
+def after_think_model(tok, next_logits, context_length: int = 256) -> ScriptedModel:
+    """A ScriptedModel whose logits start at -30 everywhere; after <|think|>, next_logits(generated,
+    x) fills in x for the tokens generated so far (before it, every token stays at -30)."""
+    def policy(tokens):
+        x = np.full(tok.vocab_size, -30.0)
+        if tok.think_id in tokens:
+            next_logits(after_think(tokens, tok), x)
+        return x
+    return ScriptedModel(tok.vocab_size, policy, context_length=context_length)

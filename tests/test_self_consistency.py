@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from reasoning_fakes import ScriptedModel, after_think
+from reasoning_fakes import after_think_model
 from tinygrad_reason.data.records import Record
 from tinygrad_reason.reasoning import self_consistency as sc
 from tinygrad_reason.generate import SamplingConfig, generate
@@ -63,19 +63,14 @@ def answering_model(tok):
     """After <|think|>: <|answer|>, then one digit 1 / 2 / 3 (logits 2, 1.5, 1: sampling varies), then eot."""
     digits = [tok.encode(d)[0] for d in "123"]
 
-    def policy(tokens):
-        x = np.full(tok.vocab_size, -30.0)
-        if tok.think_id not in tokens:
-            return x
-        gen = after_think(tokens, tok)
+    def next_logits(gen, x):
         if not gen:
             x[tok.answer_id] = 0.0
         elif len(gen) == 1:
             x[digits] = [2.0, 1.5, 1.0]
         else:
             x[tok.eot_id] = 0.0
-        return x
-    return ScriptedModel(tok.vocab_size, policy, context_length=256)
+    return after_think_model(tok, next_logits)
 
 
 RECORDS = [Record("Ann has 1 apple.", [], "1"), Record("Bob has 2 pears.", [], "2"), Record("Cy has 3.", [], "3")]

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
-from reasoning_fakes import ScriptedModel, after_think
+from reasoning_fakes import after_think_model
 from tinygrad_reason.data.records import Record
 from tinygrad_reason.generate import SamplingConfig
 from tinygrad_reason.reasoning.verifier_data import (LabelledSolution, label_completion, load_labels,
@@ -54,18 +53,13 @@ def two_way_model(tok):
     """Writes RIGHT or WRONG (its first token sampled at logits 1 : 0), then follows that script."""
     scripts = [completion(tok, RIGHT, "6"), completion(tok, WRONG, "7")]
 
-    def policy(tokens):
-        x = np.full(tok.vocab_size, -30.0)
-        if tok.think_id not in tokens:
-            return x
-        gen = after_think(tokens, tok)
+    def next_logits(gen, x):
         if not gen:
             x[scripts[0][0]], x[scripts[1][0]] = 1.0, 0.0
-            return x
+            return
         script = next(s for s in scripts if s[:len(gen)] == gen)
         x[script[len(gen)] if len(gen) < len(script) else tok.eot_id] = 0.0
-        return x
-    return ScriptedModel(tok.vocab_size, policy, context_length=256), scripts
+    return after_think_model(tok, next_logits), scripts
 
 
 def test_sampling_labels_every_path_and_repeats_with_the_seed(tok, tmp_path):

@@ -40,8 +40,10 @@ def canonical_answer(text) -> str | None:
 
 def is_exact_number(canonical: str | None) -> bool:
     """Whether a canonical answer is a plain exact number (what canonical_answer writes for one)."""
-    return canonical is not None and len(canonical) <= MAX_EXACT_LEN and safe_eval(canonical) is not None \
-        and format_number(safe_eval(canonical)) == canonical
+    if canonical is None or len(canonical) > MAX_EXACT_LEN:
+        return False
+    value = safe_eval(canonical)
+    return value is not None and format_number(value) == canonical
 
 
 def is_correct(predicted, reference, timeout: float = 1.0) -> bool:

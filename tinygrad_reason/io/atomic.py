@@ -1,6 +1,7 @@
 """Writing a file so that a crash at any moment leaves the old file or the complete new one."""
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 
@@ -51,5 +52,4 @@ def write_text(path, text: str) -> None:
 
 def write_json(path, obj, indent: int = 2) -> None:
     """Write a JSON file atomically: a reader never sees half of it."""
-    import json
     write_text(path, json.dumps(obj, indent=indent) + "\n")

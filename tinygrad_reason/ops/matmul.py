@@ -60,6 +60,15 @@ def matmul(a, b):
     return out
 
 
+def check_linear(x_shape, weight_shape, bias_shape=None) -> None:
+    """A clear error unless x (..., in), weight (out, in) and bias (out,) fit. Shared with ops/reference.py."""
+    if len(weight_shape) != 2 or len(x_shape) < 1 or x_shape[-1] != weight_shape[1]:
+        raise ValueError(f"linear: input shape {tuple(x_shape)} does not fit weight shape {tuple(weight_shape)} "
+                         "(expects (..., in) and (out, in))")
+    if bias_shape is not None and tuple(bias_shape) != (weight_shape[0],):
+        raise ValueError(f"linear: bias shape {tuple(bias_shape)} must be ({weight_shape[0]},)")
+
+
 class Linear(Function):
     """x @ weight.T (+ bias) with weight stored (out, in) like torch; batch dims are folded into rows.
     The three products go through fast.blas.matmul2d (MKL when switched on, else NumPy).
@@ -67,11 +76,7 @@ class Linear(Function):
     d/dx = g @ W,  d/dW = g^T @ x (summed over every row),  d/db = sum of g over rows.
     """
     def forward(self, x, weight, *bias, version=0):
-        if weight.ndim != 2 or x.ndim < 1 or x.shape[-1] != weight.shape[1]:
-            raise ValueError(f"linear: input shape {x.shape} does not fit weight shape {weight.shape} "
-                             "(expects (..., in) and (out, in))")
-        if bias and bias[0].shape != (weight.shape[0],):
-            raise ValueError(f"linear: bias shape {bias[0].shape} must be ({weight.shape[0]},)")
+        check_linear(x.shape, weight.shape, bias[0].shape if bias else None)
         rows = math.prod(x.shape[:-1])
         x2 = x.reshape(rows, x.shape[-1])
         if 1 < rows <= SKINNY_ROWS:

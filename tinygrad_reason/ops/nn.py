@@ -124,7 +124,8 @@ class Dropout(Function):
         return g * Tensor._wrap(self.mask)
 
 
-def _check_norm(op: str, x, weight, bias) -> None:
+def check_norm(op: str, x, weight, bias) -> None:
+    """A clear error unless weight and bias fit x's last axis. Shared with ops/reference.py."""
     for name, p in (("weight", weight), ("bias", bias)):
         if p is not None and p.shape != x.shape[-1:]:
             raise ValueError(f"{op}: {name} shape {p.shape} must be ({x.shape[-1]},), the last dim of "
@@ -210,13 +211,13 @@ def dropout(x, p: float = 0.5, training: bool = True):
 
 
 def layer_norm(x, weight=None, bias=None, eps: float = 1e-5):
-    _check_norm("layer_norm", x, weight, bias)
+    check_norm("layer_norm", x, weight, bias)
     params = [p for p in (weight, bias) if p is not None]
     return LayerNorm.apply(x, *params, eps=eps, has_weight=weight is not None, has_bias=bias is not None)
 
 
 def rms_norm(x, weight=None, eps: float = 1e-6):
-    _check_norm("rms_norm", x, weight, None)
+    check_norm("rms_norm", x, weight, None)
     params = [weight] if weight is not None else []
     return RMSNorm.apply(x, *params, eps=eps, has_weight=weight is not None)
 

@@ -12,8 +12,8 @@ differentiable (create_graph=True), which the fused ops are not. The AdamW updat
 autograd op, has its reference in optim.py (adamw_reference_update).
 
 Every function takes and returns Tensors, with the same arguments, defaults and errors as the
-fused op of the same name (the argument checks are the fused ops' own: check_cross_entropy,
-check_prefix).
+fused op of the same name (the argument checks are the fused ops' own: check_linear, check_norm,
+check_cross_entropy, check_prefix).
 """
 from __future__ import annotations
 
@@ -25,18 +25,15 @@ from .. import backend
 from ..tensor import Tensor
 from .elementwise import where
 from .attention import check_prefix
+from .matmul import check_linear
 from .movement import concatenate
-from .nn import check_cross_entropy
+from .nn import check_cross_entropy, check_norm
 
 
 # ---------------------------------------------------------------- linear and the norms
 def linear(x, weight, bias=None):
     """x @ weight^T + bias, weight stored (out, in) like torch; x (..., in) -> (..., out)."""
-    if weight.ndim != 2 or x.ndim < 1 or x.shape[-1] != weight.shape[1]:
-        raise ValueError(f"linear: input shape {x.shape} does not fit weight shape {weight.shape} "
-                         "(expects (..., in) and (out, in))")
-    if bias is not None and bias.shape != (weight.shape[0],):
-        raise ValueError(f"linear: bias shape {bias.shape} must be ({weight.shape[0]},)")
+    check_linear(x.shape, weight.shape, None if bias is None else bias.shape)
     y = x @ weight.T
     return y if bias is None else y + bias
 
@@ -44,7 +41,7 @@ def linear(x, weight, bias=None):
 def layer_norm(x, weight=None, bias=None, eps: float = 1e-5):
     """(x - mean(x)) / sqrt(var(x) + eps) * weight + bias over the last axis; var divides by the
     dimension (biased, as torch's layer_norm)."""
-    _check_norm("layer_norm", x, weight, bias)
+    check_norm("layer_norm", x, weight, bias)
     centered = x - x.mean(axis=-1, keepdims=True)
     var = (centered * centered).mean(axis=-1, keepdims=True)
     out = centered / (var + eps).sqrt()
@@ -55,16 +52,9 @@ def layer_norm(x, weight=None, bias=None, eps: float = 1e-5):
 
 def rms_norm(x, weight=None, eps: float = 1e-6):
     """x / sqrt(mean(x^2) + eps) * weight over the last axis (no centering, no bias)."""
-    _check_norm("rms_norm", x, weight, None)
+    check_norm("rms_norm", x, weight, None)
     out = x / ((x * x).mean(axis=-1, keepdims=True) + eps).sqrt()
     return out if weight is None else out * weight
-
-
-def _check_norm(op: str, x, weight, bias) -> None:
-    for name, p in (("weight", weight), ("bias", bias)):
-        if p is not None and p.shape != x.shape[-1:]:
-            raise ValueError(f"{op}: {name} shape {p.shape} must be ({x.shape[-1]},), the last dim of "
-                             f"input shape {x.shape}")
 
 
 # ---------------------------------------------------------------- cross-entropy
