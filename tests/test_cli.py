@@ -394,7 +394,8 @@ def test_subprocess_error_and_help(tmp_path):
 # ------------------------------------------------------------------ help and the console script
 OPTIONS = {
     "train": ["--config", "--set", "--seed", "--device", "--steps", "--threads", "--format", "--out"],
-    "eval": ["--run", "--split", "--n", "--out", "--methods", "--curve", "--temperature", "--seed", "--threads"],
+    "eval": ["--run", "--split", "--n", "--out", "--methods", "--curve", "--temperature", "--seed", "--threads",
+             "--orm", "--prm", "--search-expand", "--search-beam"],
     "sample": ["--run", "--question", "--temperature", "--top-k", "--top-p", "--max-new-tokens", "--seed"],
     "compare": ["--config", "--set", "--seed", "--device", "--steps", "--threads", "--out"],
 }

@@ -6,7 +6,7 @@ import os
 
 from ..io.atomic import write_json, write_text
 from .config import CLIError, setup_threads
-from .runs import evaluate_split, load_run
+from .runs import evaluate_split, load_run, load_verifier
 
 
 def cmd_eval(args) -> None:
@@ -70,7 +70,8 @@ def eval_settings(args, cfg):
     from ..reasoning.methods import EvalSettings
     return EvalSettings(max_new_tokens=cfg["train"]["max_new_tokens"], seed=args.seed or 0,
                         temperature=0.7 if args.temperature is None else args.temperature,
-                        rows_per_call=cfg["train"].get("eval_batch", 64))
+                        rows_per_call=cfg["train"].get("eval_batch", 64),
+                        search_expand=getattr(args, "search_expand", 4), search_beam=getattr(args, "search_beam", 2))
 
 
 def _eval_methods(args, specs, cfg, tok, model, records) -> None:
@@ -80,7 +81,19 @@ def _eval_methods(args, specs, cfg, tok, model, records) -> None:
     fmt = cfg["train"]["format"]
     if fmt != "cot" and any(s.kind == "refine" for s in specs):
         raise CLIError("--methods: refine@K needs a chain-of-thought run (train --format cot)")
-    rows = [run_method(s, model, tok, records, fmt, settings) for s in specs]
+    verifiers = {}
+    needed = {k for s in specs for k in s.verifiers} | ({"any"} if any(s.kind == "wvote" and not s.by for s in specs)
+                                                         else set())
+    for kind in ("orm", "prm"):
+        directory = getattr(args, kind)
+        if directory:
+            verifiers[kind] = load_verifier(directory, args.run)[0]
+        elif kind in needed:
+            raise CLIError(f"--methods {','.join(s.name for s in specs if kind in s.verifiers)} needs --{kind} DIR "
+                           f"(a verifier trained by: tinygrad-reason verifier train --kind {kind})")
+    if "any" in needed and not verifiers:
+        raise CLIError("--methods wvote@N needs --orm DIR or --prm DIR")
+    rows = [run_method(s, model, tok, records, fmt, settings, verifiers) for s in specs]
     table = methods_table(rows, args.split)
     out = args.out or os.path.join(args.run, f"eval-methods-{args.split}.json")
     write_json(out, {"run": args.run, "split": args.split, "format": fmt, "n": len(records),
@@ -126,8 +139,15 @@ def add_parser(sub, common) -> None:
                                  "RUN/eval-methods-SPLIT.json and a markdown table beside it, .md; with "
                                  "--curve RUN/curve-SPLIT.json)")
     p.add_argument("--methods", help="comma-separated evaluation methods: greedy, tool (calculator), sc@N "
-                                     "(self-consistency over N samples), refine@K (K refinement rounds); "
-                                     "e.g. greedy,sc@8,tool,refine@2 (default: greedy only)")
+                                     "(self-consistency over N samples), refine@K (K refinement rounds), "
+                                     "bon@N:orm / bon@N:prm / bon@N:prm-prod (best of N by a verifier; prm "
+                                     "scores a solution by its weakest step, prm-prod by the product), "
+                                     "wvote@N[:orm|:prm] (verifier-weighted vote), search:prm (PRM-guided "
+                                     "step search); e.g. greedy,sc@16,bon@16:orm,bon@16:prm (default: greedy)")
+    p.add_argument("--orm", help="outcome verifier directory (verifier train --kind orm) for bon / wvote")
+    p.add_argument("--prm", help="process verifier directory (verifier train --kind prm) for bon / wvote / search")
+    p.add_argument("--search-expand", type=int, default=4, help="search:prm: candidate steps per partial solution")
+    p.add_argument("--search-beam", type=int, default=2, help="search:prm: partial solutions kept per step")
     p.add_argument("--curve", metavar="N1,N2,...",
                    help="self-consistency accuracy vs number of sampled paths, e.g. 1,2,4,8,16,32: max(N) "
                         "paths sampled once per problem, SC@n votes over the first n; writes "

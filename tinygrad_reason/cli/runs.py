@@ -10,6 +10,8 @@ import time
 from ..io.atomic import write_json
 from .config import CLIError
 
+VERIFIER_FILE = "verifier.json"     # in a verifier directory (cli/verifier.py)
+
 def build_splits(cfg: dict, with_train: bool = True) -> dict:
     """The task's splits. Test and OOD are drawn before train (train skips their problems), so
     with_train=False gives the same test and OOD problems without generating the train split
@@ -113,3 +115,27 @@ def load_run(run: str, splits: str = "eval"):
     load_checkpoint(os.path.join(run, "checkpoint"), model, restore_rng=False)
     model.eval()
     return cfg, tok, model, None if splits == "none" else build_splits(cfg, with_train=splits == "all")
+
+
+def load_verifier(directory: str, expect_run: str | None = None):
+    """(nn.Verifier, its verifier.json) of a trained verifier directory."""
+    from ..io.checkpoint import load_checkpoint
+    from ..nn import Verifier
+    from ..tokenizer import Tokenizer
+    path = os.path.join(directory, VERIFIER_FILE)
+    if not os.path.exists(path) or not os.path.exists(os.path.join(directory, "checkpoint", "checkpoint.json")):
+        raise CLIError(f"verifier directory {directory}: {VERIFIER_FILE} or checkpoint/ is missing "
+                       f"(train one: tinygrad-reason verifier train --out {directory})")
+    with open(path) as f:
+        info = json.load(f)
+    run = info["run"]
+    if expect_run is not None and os.path.abspath(expect_run) != run:
+        print(f"note: verifier {directory} was trained on samples of {run}, not {os.path.abspath(expect_run)}")
+    with open(os.path.join(run, "config.json")) as f:
+        cfg = json.load(f)
+    tok = Tokenizer.load(os.path.join(run, "tokenizer.json"))
+    vc = info["config"]
+    verifier = Verifier(build_model(cfg, tok.vocab_size), vc["head_hidden"] or None, frozen=vc["trunk"] == "frozen")
+    load_checkpoint(os.path.join(directory, "checkpoint"), verifier, restore_rng=False)
+    verifier.eval()
+    return verifier, info

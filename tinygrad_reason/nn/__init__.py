@@ -1,6 +1,6 @@
 """Modules, layers, attention with its KV cache, and the transformer, written on our Tensor."""
 from .attention import CausalSelfAttention, KVCache, causal_mask  # noqa: F401
-from .heads import ValueHead  # noqa: F401
+from .heads import ValueHead, Verifier  # noqa: F401
 from .layers import (GELU, MLP, Dropout, Embedding, LayerNorm, Linear, RMSNorm, SiLU, SwiGLU,  # noqa: F401
                      normal_, zeros_)
 from .module import Module, ModuleList, Parameter  # noqa: F401

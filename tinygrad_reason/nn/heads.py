@@ -29,3 +29,36 @@ class ValueHead(Module):
 
     def extra_repr(self) -> str:
         return f"{self.d_model}, hidden={self.hidden}"
+
+
+class Verifier(Module):
+    """A verifier: a transformer trunk and a ValueHead on its last layer's states, one logit per
+    position (sigmoid(logit) = the predicted chance that the solution, or the step ending at that
+    token, is right).
+
+    frozen=False: the trunk trains with the head (Cobbe et al.'s verifier, a fine-tuned language
+    model; an optional language-model loss keeps it one). frozen=True: the trunk's parameters get
+    no gradient and its states are computed without a graph; only the head learns, so training
+    costs one forward of the trunk per token and the trunk stays the policy's exact copy."""
+
+    def __init__(self, trunk, hidden: int | None = None, frozen: bool = False):
+        self.trunk = trunk
+        self.head = ValueHead(trunk.cfg.d_model, hidden, trunk.tok_emb.weight.dtype).to(trunk.tok_emb.weight.device)
+        self.frozen = bool(frozen)
+        if self.frozen:
+            for p in trunk.parameters():
+                p.requires_grad = False
+
+    def states(self, ids, pad_mask=None):
+        if self.frozen:
+            from ..tensor import no_grad
+            with no_grad():
+                return self.trunk.hidden_states(ids, pad_mask)
+        return self.trunk.hidden_states(ids, pad_mask)
+
+    def forward(self, ids, pad_mask=None):
+        """(batch, seq) logits."""
+        return self.head(self.states(ids, pad_mask))
+
+    def extra_repr(self) -> str:
+        return f"frozen={self.frozen}"

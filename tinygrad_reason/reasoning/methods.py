@@ -4,6 +4,11 @@
     tool        greedy decoding with the calculator tool (tools.CalculatorTool) forcing annotation results
     sc@N        self-consistency: N sampled paths (temperature `temperature`), majority vote
     refine@K    greedy, then K rounds of checked-prefix self-refinement (refine.py)
+    bon@N:V     best of N sampled paths (sc@N's paths) by verifier V: orm, prm (min over steps),
+                prm-min, prm-prod (verifiers.py)
+    wvote@N:V   the paths' answers voted with verifier V's scores (orm or prm; wvote@N: the ORM when
+                given, else the PRM)
+    search:prm  PRM-guided step-level beam search (expand K candidates per step, keep the best B)
 
 Every method grades the same way, by :func:`grading.rewards.is_correct` (so ``4``, ``4.0`` and ``8/2``
 agree), as ``train.evaluation`` does; greedy decoding is ``train.evaluation.greedy_answers``.
@@ -25,18 +30,34 @@ from .self_consistency import accuracy_vs_n
 __all__ = ["MethodSpec", "EvalSettings", "parse_methods", "run_method", "run_methods", "methods_table",
            "METHOD_HELP"]
 
-METHOD_HELP = "greedy, tool, sc@N (N >= 1 sampled paths, majority vote), refine@K (K >= 0 rounds)"
-_SPEC = re.compile(r"^(greedy|tool|sc@(\d+)|refine@(\d+))$")
+METHOD_HELP = ("greedy, tool, sc@N (N >= 1 sampled paths, majority vote), refine@K (K >= 0 rounds), "
+               "bon@N:orm|prm|prm-min|prm-prod (best of N by a verifier), wvote@N[:orm|:prm] (verifier-"
+               "weighted vote), search:prm (PRM-guided step search)")
+_SPEC = re.compile(r"^(greedy|tool|sc@(\d+)|refine@(\d+)|bon@(\d+):(orm|prm|prm-min|prm-prod)|"
+                   r"wvote@(\d+)(?::(orm|prm))?|search:prm)$")
+VERIFIER_KINDS = ("bon", "wvote", "search")
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    kind: str          # greedy | tool | sc | refine
-    k: int = 0         # paths for sc, rounds for refine
+    kind: str          # greedy | tool | sc | refine | bon | wvote | search
+    k: int = 0         # paths for sc / bon / wvote, rounds for refine
+    by: str = ""       # the verifier of bon / wvote / search: orm, prm, prm-prod ("" for wvote: either)
 
     @property
     def name(self) -> str:
-        return {"sc": f"sc@{self.k}", "refine": f"refine@{self.k}"}.get(self.kind, self.kind)
+        if self.kind in ("bon", "wvote"):
+            return f"{self.kind}@{self.k}" + (f":{self.by}" if self.by else "")
+        return {"sc": f"sc@{self.k}", "refine": f"refine@{self.k}", "search": "search:prm"}.get(self.kind, self.kind)
+
+    @property
+    def verifiers(self) -> tuple:
+        """The verifier kinds ("orm", "prm") this method needs; wvote without one takes either."""
+        if self.kind == "search":
+            return ("prm",)
+        if self.kind in ("bon", "wvote") and self.by:
+            return ("orm",) if self.by == "orm" else ("prm",)
+        return ()
 
 
 @dataclass
@@ -46,6 +67,8 @@ class EvalSettings:
     seed: int = 0
     rows_per_call: int = 64        # rows per batched generate call
     weighting: str = "count"       # sc vote weighting (self_consistency.vote)
+    search_expand: int = 4         # search:prm: candidates sampled per open partial solution and step
+    search_beam: int = 2           # search:prm: partial solutions kept per step
 
 
 def parse_methods(text: str) -> list:
@@ -62,16 +85,34 @@ def parse_methods(text: str) -> list:
                 raise ValueError(f"method {name!r}: sc@N needs N >= 1")
         elif name.startswith("refine@"):
             spec = MethodSpec("refine", int(m.group(3)))
+        elif name.startswith("bon@"):
+            spec = MethodSpec("bon", int(m.group(4)), m.group(5))
+        elif name.startswith("wvote@"):
+            spec = MethodSpec("wvote", int(m.group(6)), m.group(7) or "")
+        elif name == "search:prm":
+            spec = MethodSpec("search", 0, "prm")
         else:
             spec = MethodSpec(name)
+        if spec.kind in ("bon", "wvote") and spec.k < 1:
+            raise ValueError(f"method {name!r}: {spec.kind}@N needs N >= 1")
         if spec in specs:
             raise ValueError(f"method {spec.name!r} is listed twice")
         specs.append(spec)
     return specs
 
 
-def run_method(spec: MethodSpec, model, tok, records, fmt: str, settings: EvalSettings | None = None) -> dict:
+def run_method(spec: MethodSpec, model, tok, records, fmt: str, settings: EvalSettings | None = None,
+               verifiers: dict | None = None) -> dict:
+    """One method on the records. verifiers: {"orm": nn.Verifier, "prm": nn.Verifier} as the
+    verifier methods need them."""
     st = settings or EvalSettings()
+    verifiers = {k: v for k, v in (verifiers or {}).items() if v is not None}
+    if spec.kind in VERIFIER_KINDS:
+        needed = spec.verifiers or ("orm or prm",)
+        missing = [k for k in needed if k not in verifiers and not (k == "orm or prm" and verifiers)]
+        if missing:
+            raise ValueError(f"method {spec.name!r} needs a trained {missing[0].upper()} verifier "
+                             "(eval --orm DIR / --prm DIR, written by verifier train)")
     was_training = model.training
     model.eval()
     t0 = time.perf_counter()
@@ -104,6 +145,30 @@ def run_method(spec: MethodSpec, model, tok, records, fmt: str, settings: EvalSe
             generated = out["generated_tokens"]
             extra = {k: out[k] for k in ("revisions_tried", "revisions_kept", "scored_tokens")}
             extra["verified"] = sum(a.score[0] for a in out["attempts"])
+        elif spec.kind in ("bon", "wvote"):
+            from .verifiers import verifier_curve
+            cfg = SamplingConfig(temperature=st.temperature, max_new_tokens=st.max_new_tokens,
+                                 stop_ids=(tok.eot_id,), seed=st.seed)
+            by = spec.by or ("orm" if "orm" in verifiers else "prm")
+            use = "orm" if by == "orm" else "prm"
+            curve = verifier_curve(model, tok, records, fmt, cfg, (spec.k,), orm=verifiers.get("orm") if use == "orm"
+                                   else None, prm=verifiers.get("prm") if use == "prm" else None,
+                                   rows_per_call=st.rows_per_call, progress=False)
+            column = {"prm": "prm-min"}.get(by, by) if spec.kind == "bon" else f"wvote-{use}"
+            correct, generated = curve["correct"][column][spec.k], curve["generated_tokens"]
+            extra = {"temperature": st.temperature, "verifier": use, "selection": column,
+                     "pass_at_n": curve["pass"][spec.k], "scored_tokens": curve["scored_tokens"],
+                     "score_seconds": round(curve["score_seconds"], 3)}
+        elif spec.kind == "search":
+            from .verifiers import prm_search
+            cfg = SamplingConfig(temperature=st.temperature, max_new_tokens=st.max_new_tokens,
+                                 stop_ids=(tok.eot_id,), seed=st.seed)
+            out = prm_search(model, verifiers["prm"], tok, records, cfg, st.search_expand, st.search_beam,
+                             fmt=fmt, rows_per_call=st.rows_per_call, progress=False)
+            correct = sum(is_correct(a, r.answer) for a, r in zip(out["answers"], records))
+            generated = out["generated_tokens"]
+            extra = {"expand": st.search_expand, "beam": st.search_beam, "rounds": out["rounds"],
+                     "scored_tokens": out["scored_tokens"]}
         else:  # pragma: no cover - parse_methods only builds the kinds above
             raise ValueError(f"unknown method {spec.name!r}")
     finally:
@@ -115,10 +180,11 @@ def run_method(spec: MethodSpec, model, tok, records, fmt: str, settings: EvalSe
             "seconds": round(time.perf_counter() - t0, 3), **extra}
 
 
-def run_methods(specs, model, tok, records, fmt: str, settings: EvalSettings | None = None) -> list:
+def run_methods(specs, model, tok, records, fmt: str, settings: EvalSettings | None = None,
+                verifiers: dict | None = None) -> list:
     if isinstance(specs, str):
         specs = parse_methods(specs)
-    return [run_method(s, model, tok, records, fmt, settings) for s in specs]
+    return [run_method(s, model, tok, records, fmt, settings, verifiers) for s in specs]
 
 
 def methods_table(rows, split: str) -> str:
