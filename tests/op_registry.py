@@ -121,14 +121,28 @@ def _torch_packed_attention(qkv, n_heads, masked, scale=None):
     return _torch_attention(q, k, v, masked).transpose(1, 2).reshape(b, t, n_heads * d)
 
 
-def _torch_attention(q, k, v, masked):
-    """Written-out attention in torch: repeat kv heads, scores, mask, softmax, weighted sum."""
+def _torch_attention(q, k, v, masked, bias=None):
+    """Written-out attention in torch: repeat kv heads, scores (+ an additive bias), mask, softmax,
+    weighted sum."""
     import torch
     rep = q.shape[1] // k.shape[1]
     k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
     scores = (q @ k.transpose(-1, -2)) / q.shape[-1] ** 0.5
+    if bias is not None:
+        scores = scores + bias
     scores = scores.masked_fill(_t(masked), torch.finfo(q.dtype).min)
     return scores.softmax(-1) @ v
+
+
+def _prefix_attention_bias(q, k, v, bias):
+    prefix = (_PREFIX_K.astype(k.dtype), _PREFIX_V.astype(v.dtype), _PREFIX_GROUP)
+    return F.prefix_attention(q, k, v, prefix, _PREFIX_MASKED, bias=bias)
+
+
+def _torch_prefix_attention_bias(q, k, v, bias):
+    import torch
+    pk, pv = (torch.from_numpy(a[_PREFIX_GROUP]).to(k.dtype) for a in (_PREFIX_K, _PREFIX_V))
+    return _torch_attention(q, torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2), _PREFIX_MASKED, bias)
 
 
 def _tmask(shape, rng_seed=7):
@@ -242,6 +256,16 @@ SPECS: list[OpSpec] = [
            (AT.PackedAttention,), twice=False, kind="other"),
     OpSpec("prefix_attention_gqa", _prefix_attention, _torch_prefix_attention,
            [(3, 4, 2, 4), (3, 2, 2, 4), (3, 2, 2, 4)], (AT.Attention, M.Concatenate), twice=False, kind="other"),
+    # an additive bias on the scores (B or 1, H or 1, T, S): its gradient is checked with q's, k's and v's
+    OpSpec("attention_bias_causal_gqa", lambda q, k, v, bias: F.attention(q, k, v, _causal(q.shape[2]), bias=bias),
+           lambda q, k, v, bias: _torch_attention(q, k, v, _causal(q.shape[2]), bias),
+           [(2, 4, 5, 8), (2, 2, 5, 8), (2, 2, 5, 8), (2, 1, 5, 5)], (AT.BiasedAttention,), twice=False, kind="other"),
+    OpSpec("attention_bias_per_head_padding", lambda q, k, v, bias: F.attention(q, k, v, _PAD_MASKED, bias=bias),
+           lambda q, k, v, bias: _torch_attention(q, k, v, _PAD_MASKED, bias),
+           [(2, 2, 3, 4), (2, 2, 3, 4), (2, 2, 3, 4), (1, 2, 3, 3)], (AT.BiasedAttention,), twice=False, kind="other"),
+    OpSpec("prefix_attention_bias", _prefix_attention_bias, _torch_prefix_attention_bias,
+           [(3, 4, 2, 4), (3, 2, 2, 4), (3, 2, 2, 4), (3, 4, 2, 5)], (AT.BiasedAttention, M.Concatenate), twice=False,
+           kind="other"),
     OpSpec("matmul_vec", lambda a, b: a @ b, lambda a, b: a @ b, [(4,), (2, 4, 3)], (MM.MatMul,), kind="other"),
     # ---- nn
     OpSpec("softmax", lambda a: F.softmax(a, axis=-1), lambda a: a.softmax(dim=-1), [(3, 5)], (NN.Softmax,),
@@ -283,6 +307,11 @@ PACKED_ATTENTION_DROPOUT = OpSpec(
     lambda qkv: (tg.manual_seed(0), F.packed_attention(qkv, 2, _causal(3), dropout_p=0.25))[1],
     None, [(1, 3, 3 * 2 * 4)], (AT.PackedAttention,), twice=False, kind="other")
 
+BIASED_ATTENTION_DROPOUT = OpSpec(
+    "biased_attention_dropout",
+    lambda q, k, v, bias: (tg.manual_seed(0), F.attention(q, k, v, _causal(3), dropout_p=0.25, bias=bias))[1],
+    None, [(1, 2, 3, 4), (1, 2, 3, 4), (1, 2, 3, 4), (1, 2, 3, 3)], (AT.BiasedAttention,), twice=False, kind="other")
+
 ATTENTION_DROPOUT = OpSpec("attention_dropout",
                            lambda q, k, v: (tg.manual_seed(0), F.attention(q, k, v, _causal(3), dropout_p=0.25))[1],
                            None, [(1, 2, 3, 4), (1, 2, 3, 4), (1, 2, 3, 4)], (AT.Attention,), twice=False, kind="other")
@@ -290,7 +319,8 @@ ATTENTION_DROPOUT = OpSpec("attention_dropout",
 # Not differentiable or tested elsewhere: ToDevice (tests/test_cuda.py).
 UNCOVERED_BY_DESIGN = {"ToDevice"}
 
-BY_NAME = {s.name: s for s in SPECS + [DROPOUT, ATTENTION_DROPOUT, PACKED_ATTENTION_DROPOUT]}
+BY_NAME = {s.name: s for s in SPECS + [DROPOUT, ATTENTION_DROPOUT, PACKED_ATTENTION_DROPOUT,
+                                       BIASED_ATTENTION_DROPOUT]}
 
 
 def make_inputs(spec: OpSpec, seed: int = 0, dtype=np.float64, shapes=None) -> list:

@@ -425,3 +425,19 @@ def test_console_script_entry_point():
     assert scripts["tinygrad-reason"] == "tinygrad_reason.cli:main"
     module, func = scripts["tinygrad-reason"].split(":")
     assert module == cli.__name__ and callable(getattr(cli, func))
+
+
+def test_train_and_eval_with_step_attention(tmp_path):
+    """model.step_attention reaches the model with the run tokenizer's special ids, and the run loads back."""
+    out = tmp_path / "run"
+    rc, _, err = run_main(["train", *sets(TINY), "--set", "model.step_attention=mask", "--format", "cot",
+                           "--threads", "1", "--out", str(out)])
+    assert rc == 0, err
+    assert json.loads((out / "config.json").read_text())["model"]["step_attention"] == "mask"
+    _, tok, model, _ = cli.load_run(str(out), splits="none")
+    assert model.cfg.step_attention == "mask" and model.cfg.step_ids["step"] == tok.step_id
+    assert model.cfg.step_ids["think"] == tok.think_id and model.cfg.step_ids["markers"]   # ">>" is a token
+    rc, stdout, err = run_main(["eval", "--run", str(out), "--n", "3"])
+    assert rc == 0 and "| greedy | test |" in stdout, err
+    rc, _, err = run_main(["train", *sets(TINY), "--set", "model.step_ids={}", "--out", str(tmp_path / "x")])
+    assert_clean_error(rc, err, "unknown key 'step_ids'")

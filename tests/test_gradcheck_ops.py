@@ -6,9 +6,11 @@ import pytest
 
 import tinygrad_reason as tg
 from tinygrad_reason import Function, Tensor, ops
-from op_registry import ATTENTION_DROPOUT, DROPOUT, PACKED_ATTENTION_DROPOUT, SPECS, UNCOVERED_BY_DESIGN, make_inputs
+from op_registry import (ATTENTION_DROPOUT, BIASED_ATTENTION_DROPOUT, DROPOUT, PACKED_ATTENTION_DROPOUT, SPECS,
+                         UNCOVERED_BY_DESIGN, make_inputs)
 
-GRAD_SPECS = [s for s in SPECS if s.functions] + [DROPOUT, ATTENTION_DROPOUT, PACKED_ATTENTION_DROPOUT]
+GRAD_SPECS = [s for s in SPECS if s.functions] + [DROPOUT, ATTENTION_DROPOUT, PACKED_ATTENTION_DROPOUT,
+                                                  BIASED_ATTENTION_DROPOUT]
 
 
 def _tensors(spec, device, seed=0):

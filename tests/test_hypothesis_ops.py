@@ -1078,6 +1078,37 @@ def test_attention(data):
         np.testing.assert_allclose(grads[0][bi, :, ti], 0.0, atol=1e-12)
 
 
+@covers(AT.BiasedAttention)
+@SOME
+@given(data=st.data())
+def test_attention_with_bias(data):
+    """attention with an additive bias on the scores, drawn (B or 1, H or 1, T, S) like the mask (B or
+    1, 1, T, S): the formula's values, and gradcheck over q, k, v and the bias. A masked score gives the
+    bias no gradient; a query whose keys are all masked gets uniform weights and gives none."""
+    b, hkv, rep = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 2)), data.draw(st.integers(1, 2))
+    t, start, d = data.draw(st.integers(1, 3)), data.draw(st.integers(0, 2)), data.draw(st.integers(1, 3))
+    s, h = start + t, hkv * rep
+    q = data.draw(arrays((b, h, t, d)))
+    k, v = data.draw(arrays((b, hkv, s, d))), data.draw(arrays((b, hkv, s, d)))
+    bias = data.draw(arrays((data.draw(st.sampled_from([1, b])), data.draw(st.sampled_from([1, h])), t, s)))
+    keep = np.asarray(data.draw(hnp.arrays(np.bool_, (b, s))))
+    masked = (np.arange(s)[None, :] > start + np.arange(t)[:, None])[None, None] | ~keep[:, None, None, :]
+    lowest = np.finfo(np.float64).min
+
+    def ref(q_, k_, v_, bias_):
+        kk, vv = np.repeat(k_, rep, axis=1), np.repeat(v_, rep, axis=1)
+        scores = np.where(masked, lowest, q_ @ kk.swapaxes(-1, -2) / math.sqrt(d) + bias_)
+        w = np.exp(scores - scores.max(axis=-1, keepdims=True))
+        return (w / w.sum(axis=-1, keepdims=True)) @ vv
+
+    _, grads = check(lambda *z: F.attention(*z[:3], masked, bias=z[3]), ref, [q, k, v, bias], tol32=1e-4)
+    if bias.shape[:2] == (b, h):
+        np.testing.assert_array_equal(grads[3][np.broadcast_to(masked, bias.shape)], 0.0)
+    dead = masked.all(axis=-1)[:, 0]                                      # (B, T)
+    for bi, ti in zip(*np.nonzero(dead)):
+        np.testing.assert_allclose(grads[0][bi, :, ti], 0.0, atol=1e-12)
+
+
 @covers(AT.PackedAttention)
 @SOME
 @given(data=st.data())

@@ -311,3 +311,21 @@ def test_invalid_hyperparameters_raise(make, pattern):
     net, _ = make_pair()
     with pytest.raises(ValueError, match=pattern):
         make(net.parameters())
+
+
+def test_decay_groups_skip_frozen_parameters_and_do_not_decay_relation_biases():
+    from tinygrad_reason.nn import Transformer, TransformerConfig, Verifier
+    from tinygrad_reason.nn.step_attention import step_ids_from_tokenizer
+    from tinygrad_reason.optim import decay_groups
+    from tinygrad_reason.tokenizer import Tokenizer
+    tok = Tokenizer.default(300)
+    model = Transformer(TransformerConfig.gpt(vocab_size=tok.vocab_size, context_length=16, d_model=8, n_layers=1,
+                                              n_heads=2, step_attention="bias", step_ids=step_ids_from_tokenizer(tok)))
+    decay, no_decay = decay_groups(model, 0.1)
+    bias = model.blocks[0].attn.relation_bias
+    assert bias.ndim == 2 and any(p is bias for p in no_decay["params"])
+    assert not any(p is bias for p in decay["params"])
+    frozen = Verifier(model, frozen=True)
+    groups = decay_groups(frozen, 0.1)
+    kept = [p for g in groups for p in g["params"]]
+    assert {id(p) for p in kept} == {id(p) for p in frozen.head.parameters()}

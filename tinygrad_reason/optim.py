@@ -170,17 +170,19 @@ def adamw_reference_update(param, grad, exp_avg, exp_avg_sq, step: int, lr: floa
 
 def decay_groups(model, weight_decay: float, decay_embeddings: bool = True) -> list:
     """Parameter groups: weight decay on matrices (2-d and up), none on norms and biases;
-    embeddings decay unless decay_embeddings=False (nanoGPT decays them). Frozen parameters
-    (requires_grad False, e.g. a verifier's frozen trunk) are left out: nothing trains them."""
+    embeddings decay unless decay_embeddings=False (nanoGPT decays them); step attention's
+    relation_bias is a bias (one number per head and relation) and does not decay. Frozen
+    parameters (requires_grad False, e.g. a verifier's frozen trunk) are left out: nothing trains them."""
     decay, no_decay = [], []
     embedding_ids = set()
     if not decay_embeddings:
         from .nn.layers import Embedding
         embedding_ids = {id(m.weight) for m in model.modules() if isinstance(m, Embedding)}
-    for _, p in model.named_parameters():
+    for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (decay if p.ndim >= 2 and id(p) not in embedding_ids else no_decay).append(p)
+        matrix = p.ndim >= 2 and not name.endswith("relation_bias")
+        (decay if matrix and id(p) not in embedding_ids else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})

@@ -59,7 +59,7 @@ def _known(section: str, node: dict) -> set:
     import dataclasses
     if section == "model":
         from ..nn import TransformerConfig
-        return set(node) | {f.name for f in dataclasses.fields(TransformerConfig)} - {"vocab_size"}
+        return set(node) | {f.name for f in dataclasses.fields(TransformerConfig)} - {"vocab_size", "step_ids"}
     if section == "train":
         from ..train.sft import TrainConfig
         return set(node) | {f.name for f in dataclasses.fields(TrainConfig)} - {"checkpoint_dir", "log_path",

@@ -34,10 +34,13 @@ def build_tokenizer(cfg: dict, train_records):
         raise CLIError(f"tokenizer config: {e}") from None
 
 
-def build_model(cfg: dict, vocab_size: int):
+def build_model(cfg: dict, tok):
+    """The run's Transformer for tokenizer `tok` (step attention reads its special ids)."""
     from ..nn import Transformer, TransformerConfig
+    from ..nn.step_attention import step_ids_from_tokenizer
+    extra = {"step_ids": step_ids_from_tokenizer(tok)} if cfg["model"].get("step_attention", "none") != "none" else {}
     try:
-        model_cfg = TransformerConfig(vocab_size=vocab_size, **cfg["model"])
+        model_cfg = TransformerConfig(vocab_size=tok.vocab_size, **cfg["model"], **extra)
     except (TypeError, ValueError) as e:
         raise CLIError(f"model config: {e}") from None
     return Transformer(model_cfg).to(cfg["device"])
@@ -78,7 +81,7 @@ def run_training(cfg: dict, out: str, fmt: str | None = None) -> dict:
     splits = build_splits(cfg)
     tok = build_tokenizer(cfg, splits["train"])
     tok.save(os.path.join(out, "tokenizer.json"))
-    model = build_model(cfg, tok.vocab_size)
+    model = build_model(cfg, tok)
     t0 = time.perf_counter()
     result = train(model, tok, splits["train"], splits["test"], fmt, train_cfg)
     seconds = time.perf_counter() - t0
@@ -111,7 +114,7 @@ def load_run(run: str, splits: str = "eval"):
     with open(os.path.join(run, "config.json")) as f:
         cfg = json.load(f)
     tok = Tokenizer.load(os.path.join(run, "tokenizer.json"))
-    model = build_model(cfg, tok.vocab_size)
+    model = build_model(cfg, tok)
     load_checkpoint(os.path.join(run, "checkpoint"), model, restore_rng=False)
     model.eval()
     return cfg, tok, model, None if splits == "none" else build_splits(cfg, with_train=splits == "all")
@@ -135,7 +138,7 @@ def load_verifier(directory: str, expect_run: str | None = None):
         cfg = json.load(f)
     tok = Tokenizer.load(os.path.join(run, "tokenizer.json"))
     vc = info["config"]
-    verifier = Verifier(build_model(cfg, tok.vocab_size), vc["head_hidden"] or None, frozen=vc["trunk"] == "frozen")
+    verifier = Verifier(build_model(cfg, tok), vc["head_hidden"] or None, frozen=vc["trunk"] == "frozen")
     load_checkpoint(os.path.join(directory, "checkpoint"), verifier, restore_rng=False)
     verifier.eval()
     return verifier, info

@@ -15,7 +15,10 @@ runs single-threaded inside each), so the softmax passes use every core too. Sma
 one chunk: one batched matmul per product. A decode step without a graph (one query per row, NumPy)
 skips the blocks: `one_query` lays its scores out queries by keys. Rows that continue shared
 prefixes (a prompt's N samples, nn.KVCache.share_prefix) go through `prefix_one_query`, which
-stacks the queries of a prefix's rows into one product with its keys.
+stacks the queries of a prefix's rows into one product with its keys. An additive bias on the
+scores (B or 1, H or 1, T, S), with its gradient, takes `biased_forward` / `biased_backward`: one
+unblocked score array per call (the bias is dense, so no block can be skipped), or the decode
+steps above with the bias added before the softmax; without a bias none of the paths changes.
 
 How it is laid out, each choice measured on NumPy (2-core benchmark machine):
 - Scores are kept transposed, keys by queries (S, T) per unit: the softmax's max over keys is then
@@ -212,7 +215,7 @@ def checked_mask(masked, b: int, t: int, s: int, xp):
     return masked
 
 
-def one_query(q, k, v, masked, scale):
+def one_query(q, k, v, masked, scale, bias=None):
     """A decode step without a graph: one query per row, q (B, H, 1, D), k and v (B, Hkv, S, D).
 
     The scores are laid out queries by keys, (B Hkv, rep, S), so the softmax's max and sum run along
@@ -221,32 +224,37 @@ def one_query(q, k, v, masked, scale):
     thread (scripts outside the repo): 16 rows x 6 heads x 64 keys (D 64) 200-245 vs 265-280 us
     hot, 326 vs 380 us a call inside the small GPT's 16-row decode step; 64 x 4 x 150 (D 32) 705 vs
     730-760 us. Keys and values read from memory bound both layouts (a long cache over many rows).
+    bias: None, or an additive bias on the scores, (B or 1, H or 1, 1, S).
     """
     b, h, _, d = q.shape
     hkv, s = k.shape[1], k.shape[2]
     rep = h // hkv
     qs = (q * np.asarray(scale, dtype=q.dtype)).reshape(b * hkv, rep, d)
     scores = np.matmul(qs, units(k, b * hkv).swapaxes(-1, -2))              # (B Hkv, rep, S)
-    exp_scores(scores.reshape(b, h, s), masked)
+    exp_scores(scores.reshape(b, h, s), masked, bias)
     out = np.matmul(scores, units(v, b * hkv))                               # (B Hkv, rep, D)
     out /= scores.sum(axis=-1, keepdims=True)
     return out.reshape(b, h, 1, d)
 
 
-def exp_scores(scores, masked) -> None:
-    """A decode step's scores (B, H, S), one query per head, in place: the mask's bias (the blocked
-    path's: a row with every key masked gets uniform weights), then exp(s - row max)."""
+def exp_scores(scores, masked, bias=None) -> None:
+    """A decode step's scores (B, H, S), one query per head, in place: the additive bias (B or 1,
+    H or 1, 1, S) when given, the mask's bias (the blocked path's: a row with every key masked gets
+    uniform weights), then exp(s - row max)."""
+    if bias is not None:
+        scores += bias[:, :, 0]
     if masked is not None:
         scores += masked[:, 0] * np.asarray(np.finfo(scores.dtype).min / 2, dtype=scores.dtype)   # (Bm, 1, S)
     scores -= scores.max(axis=-1, keepdims=True)
     np.exp(scores, out=scores)
 
 
-def prefix_one_query(q, k, v, pk, pv, group, masked, scale):
+def prefix_one_query(q, k, v, pk, pv, group, masked, scale, bias=None):
     """_one_query for rows that continue shared prefixes: q (B, H, 1, D); k, v (B, Hkv, S, D) the rows'
     own keys; pk, pv (G, Hkv, P, D) the prefixes' keys, group (B,) each row's prefix; masked over the
     P + S keys. The queries of a prefix's rows are stacked, so each prefix head takes part in one
-    product per step however many rows continue it, instead of one per row (memory read once)."""
+    product per step however many rows continue it, instead of one per row (memory read once).
+    bias: None, or an additive bias on the scores over the P + S keys, (B or 1, H or 1, 1, P + S)."""
     b, h, _, d = q.shape
     hkv, s = k.shape[1], k.shape[2]
     g, p = pk.shape[0], pk.shape[2]
@@ -265,7 +273,7 @@ def prefix_one_query(q, k, v, pk, pv, group, masked, scale):
     scores[..., :p] = on_prefix.reshape(g, hkv, n, rep, p)[group, :, slot]
     on_rows = np.matmul(qs.reshape(b * hkv, rep, d), units(k, b * hkv).swapaxes(-1, -2))
     scores[..., p:] = on_rows.reshape(b, hkv, rep, s)
-    exp_scores(scores.reshape(b, h, p + s), masked)
+    exp_scores(scores.reshape(b, h, p + s), masked, bias)
     weights = np.zeros((g, hkv, n, rep, p), dtype=q.dtype)
     weights[group, :, slot] = scores[..., :p]
     out = np.matmul(weights.reshape(g * hkv, n * rep, p), pv.reshape(g * hkv, p, d))
@@ -380,3 +388,93 @@ def heads(qkv, h: int, d: int):
     """q, k, v of a packed (B, T, 3 H D) array as (B, H, T, D) views."""
     b, t, _ = qkv.shape
     return [qkv[..., i * h * d:(i + 1) * h * d].reshape(b, t, h, d).transpose(0, 2, 1, 3) for i in range(3)]
+
+
+# ---------------------------------------------------------------- an additive bias on the scores
+def check_bias(bias_shape, b: int, h: int, t: int, s: int) -> None:
+    """A clear error unless the bias is (B or 1, H or 1, T, S)."""
+    shape = tuple(bias_shape)
+    if len(shape) != 4 or shape[0] not in (1, b) or shape[1] not in (1, h) or shape[2:] != (t, s):
+        raise ValueError(f"attention: bias shape {shape} must be (B or 1, H or 1, T, S) = "
+                         f"({b} or 1, {h} or 1, {t}, {s})")
+
+
+class Biased:
+    """What biased_forward leaves for biased_backward: the scaled queries and the keys and values as
+    units, the normalized weights, the dropout factors, the output, and the mask."""
+
+    def __init__(self, qs, kc, vc, probs, keep, out, masked, scale, bias_shape, shape):
+        self.qs, self.kc, self.vc, self.probs, self.keep, self.out = qs, kc, vc, probs, keep, out
+        self.masked, self.scale, self.bias_shape, self.shape = masked, scale, bias_shape, shape
+
+
+def biased_forward(q, k, v, bias, masked, scale, dropout_p, keep_inputs: bool):
+    """softmax(q k^T * scale + bias, masked keys excluded) v for q (B, H, T, D), k, v (B, Hkv, S, D),
+    bias (B or 1, H or 1, T, S) in q's dtype, masked as in forward: (out (B, H, T, D), Biased).
+
+    One score array per call, (B Hkv, rep T, S) queries by keys (each query head group's rows stacked
+    as in the blocked path), normalized in place and kept for backward: no blocks, since a dense bias
+    leaves no block of keys to skip, and the memory is the scores' (B H T S numbers, 32 MiB of float32
+    for 32 rows of 4 heads at T = S = 256; the per-position relations that feed it cost about the same).
+    The mask is added as the blocked path's large negative bias, so a row with every key masked gets
+    uniform weights and, in backward, no gradient; masked scores give the bias no gradient either.
+    Dropout draws its uniforms in the blocked path's order (keys by query rows, per unit): one seed
+    drops the same weights on either path and in ops/reference.py."""
+    xp = backend.get_array_module(q)
+    b, h, t, d = q.shape
+    hkv, s = k.shape[1], k.shape[2]
+    rep, n = h // hkv, b * hkv
+    dtype = q.dtype
+    masked = checked_mask(masked, b, t, s, xp)
+    qs = units(q * xp.asarray(scale, dtype=dtype), n)                         # (N, rep*T, D)
+    kc, vc = units(k, n, keep_inputs), units(v, n, keep_inputs)              # (N, S, D)
+    probs = xp.matmul(qs, kc.swapaxes(-1, -2))                               # (N, rep*T, S)
+    scores = probs.reshape(b, h, t, s)                                       # a view of the same numbers
+    scores += bias
+    if masked is not None:
+        scores += masked * xp.asarray(xp.finfo(dtype).min / 2, dtype=dtype)  # (Bm, 1, T, S) over the heads
+    probs -= probs.max(axis=-1, keepdims=True)
+    xp.exp(probs, out=probs)
+    probs /= probs.sum(axis=-1, keepdims=True)
+    keep = None
+    if dropout_p > 0.0:
+        gen = backend.generator(backend.device_of(q))
+        shape = (n, s, rep * t)
+        draws = gen.random(shape, dtype=dtype) if xp is np else gen.random_sample(shape, dtype=dtype)
+        keep = ((draws >= dropout_p).astype(dtype) * (1.0 / (1.0 - dropout_p))).swapaxes(-1, -2)
+    out = xp.matmul(probs if keep is None else probs * keep, vc)            # (N, rep*T, D)
+    saved = Biased(qs, kc, vc, probs, keep, out, masked, scale, tuple(bias.shape), (b, h, t, d, hkv, s))
+    return out.reshape(b, h, t, d), saved
+
+
+def biased_backward(saved: Biased, g, want_q: bool, want_k: bool, want_v: bool, want_bias: bool):
+    """(dq, dk, dv, dbias) of biased_forward's call for the output gradient g (B, H, T, D); None
+    where not wanted. dS = P * (dP - rowsum(dO * O)) is the gradient of the scores, hence the bias's
+    (summed over the axes the bias broadcasts along)."""
+    xp = backend.get_array_module(g)
+    b, h, t, d, hkv, s = saved.shape
+    n = b * hkv
+    gg = units(g, n)                                                         # (N, rep*T, D)
+    probs, keep = saved.probs, saved.keep
+    dv = None
+    if want_v:
+        used = probs if keep is None else probs * keep
+        dv = xp.matmul(used.swapaxes(-1, -2), gg).reshape(b, hkv, s, d)
+    ds = xp.matmul(gg, saved.vc.swapaxes(-1, -2))                            # dP (after dropout's factor)
+    if keep is not None:
+        ds *= keep
+    ds -= xp.matmul(gg * saved.out, xp.ones(d, dtype=gg.dtype))[..., None]  # rowsum(dO * O) = rowsum(P dP)
+    ds *= probs                                                              # d scores
+    if saved.masked is not None:
+        ds.reshape(b, h, t, s)[...] *= ~saved.masked                        # masked scores are constants
+    dq = dk = dbias = None
+    if want_q:
+        dq = xp.matmul(ds, saved.kc).reshape(b, h, t, d)
+        dq *= xp.asarray(saved.scale, dtype=dq.dtype)
+    if want_k:
+        dk = xp.matmul(ds.swapaxes(-1, -2), saved.qs).reshape(b, hkv, s, d)   # qs carries the scale
+    if want_bias:
+        dbias = ds.reshape(b, h, t, s)
+        axes = tuple(i for i in (0, 1) if saved.bias_shape[i] == 1 and dbias.shape[i] != 1)
+        dbias = dbias.sum(axis=axes, keepdims=True) if axes else dbias
+    return dq, dk, dv, dbias

@@ -10,6 +10,11 @@ a shorter road: q, k and v come from one product with the concatenated weights, 
 packed_attention reads the heads where they lie and writes the layout o_proj reads. In the
 small GPT's training step that saved 3-4% (A/B in one process: 2382 -> 2280 ms on 2 threads,
 3131 -> 3030 ms on 1). The parameters stay q_proj / k_proj / v_proj, as in checkpoints and HF.
+
+Step attention (nn/step_attention.py, off by default): the transformer passes each layer the
+relations of its queries to its keys. "mask" hides the keys of relation OTHER (a boolean mask, so
+every path above stays as it is); "bias" adds relation_bias[head, relation] to the scores, a
+(n_heads, 4) Parameter initialised to zero, through the biased attention op (the q, k, v path).
 """
 from __future__ import annotations
 
@@ -21,7 +26,8 @@ from .. import backend
 from .. import functional as F
 from ..tensor import Tensor
 from .layers import Dropout, Linear, RMSNorm
-from .module import Module
+from .module import Module, Parameter
+from .step_attention import MODES as STEP_MODES, N_RELATIONS
 
 
 class KVCache:
@@ -40,6 +46,9 @@ class KVCache:
         self.v = [xp.zeros(shape, dtype=dtype) for _ in range(n_layers)]
         self.max_len, self.batch = max_len, batch
         self.prefix_len, self.prefix_k, self.prefix_v, self.group = 0, None, None, None
+        # what a model keeps per position beside the keys (nn.step_attention.StepStructure), or None;
+        # select_rows and share_prefix take its rows with theirs
+        self.structure = None
 
     def update(self, layer: int, k: Tensor, v: Tensor, start: int):
         """Write positions [start, start + T) and return the keys/values of positions [prefix_len, start + T)
@@ -83,6 +92,8 @@ class KVCache:
                 new[:, :, p:filled] = old[xp.asarray(rows), :, p:filled]
                 cache[layer] = new
         self.batch = rows.size
+        if self.structure is not None:
+            self.structure.select_rows(rows)
         if p:                                   # keep only the prefixes some row still continues
             used, self.group = np.unique(self.group[rows], return_inverse=True)
             if used.size < self.prefix_k[0].shape[0]:
@@ -104,6 +115,8 @@ class KVCache:
         self.k = [np.empty((rows.size,) + a.shape[1:], dtype=a.dtype) for a in self.k]
         self.v = [np.empty((rows.size,) + a.shape[1:], dtype=a.dtype) for a in self.v]
         self.group, self.prefix_len, self.batch = group, filled, rows.size
+        if self.structure is not None:          # a few numbers per position: each row keeps its own copy
+            self.structure.select_rows(rows)
 
 
 def causal_mask(t_q: int, t_k: int, start: int, xp=np):
@@ -114,10 +127,13 @@ def causal_mask(t_q: int, t_k: int, start: int, xp=np):
 class CausalSelfAttention(Module):
     def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, head_dim: int, qkv_bias: bool = False,
                  o_bias: bool = False, qk_norm: bool = False, dropout: float = 0.0, norm_eps: float = 1e-6,
-                 dtype=np.float32):
+                 dtype=np.float32, step_attention: str = "none"):
         """qkv_bias: biases on the q, k and v projections; o_bias: on the output projection (Qwen2 has
-        the first without the second)."""
+        the first without the second). step_attention: "none", "mask" or "bias" (the module docstring)."""
+        if step_attention not in STEP_MODES:
+            raise ValueError(f"CausalSelfAttention: step_attention must be one of {STEP_MODES}, got {step_attention!r}")
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
+        self.step_attention = step_attention
         self.q_proj = Linear(d_model, n_heads * head_dim, qkv_bias, dtype)
         self.k_proj = Linear(d_model, n_kv_heads * head_dim, qkv_bias, dtype)
         self.v_proj = Linear(d_model, n_kv_heads * head_dim, qkv_bias, dtype)
@@ -126,19 +142,28 @@ class CausalSelfAttention(Module):
         self.k_norm = RMSNorm(head_dim, norm_eps, dtype) if qk_norm else None
         self.attn_dropout = Dropout(dropout)
         self.resid_dropout = Dropout(dropout)
+        # one learned scalar per head and step relation (QUESTION, SAME, RESULT, OTHER), added to the
+        # scores; zero, so the model starts as plain causal attention
+        self.relation_bias = Parameter(np.zeros((n_heads, N_RELATIONS), dtype=dtype)) \
+            if step_attention == "bias" else None
 
     def forward(self, x, rope_tables=None, pad_mask=None, cache: KVCache | None = None, layer: int = 0,
-                start: int = 0):
+                start: int = 0, step=None):
         """x (B, T, d). rope_tables: (cos, sin) for positions [start, start+T) or None.
-        pad_mask: (B, S) boolean, True for real tokens, over all key positions S = start + T."""
+        pad_mask: (B, S) boolean, True for real tokens, over all key positions S = start + T.
+        step: None, or nn.step_attention.StepInputs for these queries and keys (step attention on)."""
         b, t, _ = x.shape
         h, hkv, hd = self.n_heads, self.n_kv_heads, self.head_dim
         scale = 1.0 / math.sqrt(hd)
         p = self.attn_dropout.p if self.training else 0.0
-        if self.q_norm is None and rope_tables is None and cache is None and h == hkv:
+        bias = None
+        if step is not None and self.relation_bias is not None:
+            bias = F.linear(step.onehot, self.relation_bias).permute(0, 3, 1, 2)      # (B, H, T, S)
+        if self.q_norm is None and rope_tables is None and cache is None and h == hkv and bias is None:
             # the classic GPT's path: one GEMM for q, k and v, whose heads packed_attention reads in
             # place and whose output is already the layout o_proj reads (no head transposes or copies)
-            out = F.packed_attention(self._qkv(x, scale), h, self._mask(x, t, t, 0, pad_mask), 1.0, p)
+            masked = self._with_step(self._mask(x, t, t, 0, pad_mask), step)
+            out = F.packed_attention(self._qkv(x, scale), h, masked, 1.0, p)
             return self.resid_dropout(self.o_proj(out))
         q = self.q_proj(x).reshape(b, t, h, hd).transpose(1, 2)       # (B, H, T, hd)
         k = self.k_proj(x).reshape(b, t, hkv, hd).transpose(1, 2)     # (B, Hkv, T, hd)
@@ -153,10 +178,11 @@ class CausalSelfAttention(Module):
             k, v = cache.update(layer, k, v, start)
             prefix = cache.prefix(layer)                 # rows continuing shared prefixes (KVCache.share_prefix)
         masked = self._mask(x, t, k.shape[2] + (cache.prefix_len if cache is not None else 0), start, pad_mask)
+        masked = self._with_step(masked, step)
         if prefix is None:
-            out = F.attention(q, k, v, masked, scale, p)                              # (B, H, T, hd)
+            out = F.attention(q, k, v, masked, scale, p, bias)                        # (B, H, T, hd)
         else:
-            out = F.prefix_attention(q, k, v, prefix, masked, scale, p)
+            out = F.prefix_attention(q, k, v, prefix, masked, scale, p, bias)
         out = out.transpose(1, 2).reshape(b, t, h * hd)
         return self.resid_dropout(self.o_proj(out))
 
@@ -169,6 +195,13 @@ class CausalSelfAttention(Module):
         if self.q_proj.bias is not None:          # q, k and v have biases together or not at all
             bias = F.concatenate([self.q_proj.bias * scale, self.k_proj.bias, self.v_proj.bias], axis=0)
         return F.linear(x, weight, bias)
+
+    @staticmethod
+    def _with_step(masked, step):
+        """The causal / padding mask with the keys step attention hides added (B, 1, T, S)."""
+        if step is None:
+            return masked
+        return step.masked if masked is None else masked | step.masked
 
     @staticmethod
     def _mask(x, t: int, s: int, start: int, pad_mask):

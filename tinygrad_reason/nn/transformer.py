@@ -5,6 +5,12 @@ Llama / Qwen style: RoPE (optionally scaled for long contexts), RMSNorm, SwiGLU,
 attention, optional QK-norm, and separate bias switches for q/k/v, the output projection and the MLP.
 `hidden_states()` returns the last layer's normalized states per position, for heads that sit on
 the trunk (verifiers); `forward()` maps them to logits.
+
+step_attention ("none" by default; "mask" or "bias", nn/step_attention.py): the attention of a
+chain-of-thought token is shaped by the step structure of the ids, read with the special ids of
+cfg.step_ids (step_ids_from_tokenizer(tok)). Every forward computes the relations from its ids; with
+a KV cache, the cache's StepStructure keeps the labels of the positions fed so far, so a decode step
+sees the structure a full forward sees.
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ from ..tensor import Tensor
 from .attention import CausalSelfAttention, KVCache
 from .layers import MLP, Dropout, Embedding, LayerNorm, Linear, RMSNorm, SwiGLU, normal_, zeros_
 from .module import Module, ModuleList
+from .step_attention import MODES as STEP_MODES, StepStructure, check_step_ids, step_inputs
 
 POSITIONS = ("learned", "sinusoidal", "learned+sinusoidal", "rope", "none")
 NORMS = ("layernorm", "rmsnorm")
@@ -55,6 +62,8 @@ class TransformerConfig:
     qk_norm: bool = False
     norm_eps: float = 1e-5
     init_std: float = 0.02
+    step_attention: str = "none"         # "mask" / "bias": reasoning-step structure in attention (nn/step_attention.py)
+    step_ids: dict | None = None         # its special ids (step_ids_from_tokenizer(tok)); only read with step attention
 
     def __post_init__(self):
         self.validate()
@@ -97,6 +106,21 @@ class TransformerConfig:
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"TransformerConfig.{name} must be a bool or None, got {getattr(self, name)!r}")
         self._validate_rope_scaling()
+        self._validate_step_attention()
+
+    def _validate_step_attention(self) -> None:
+        if self.step_attention not in STEP_MODES:
+            raise ValueError(f"TransformerConfig.step_attention must be one of {STEP_MODES}, "
+                             f"got {self.step_attention!r}")
+        if self.step_attention == "none":
+            if self.step_ids is not None:
+                raise ValueError(f"TransformerConfig.step_ids is only read with step_attention in {STEP_MODES[1:]}, "
+                                 f"got step_attention='none'")
+            return
+        if self.step_ids is None:
+            raise ValueError(f"TransformerConfig.step_attention={self.step_attention!r} needs step_ids, the special "
+                             "token ids of the reasoning format: nn.step_attention.step_ids_from_tokenizer(tok)")
+        self.step_ids = check_step_ids(self.step_ids, self.vocab_size)
 
     def _validate_rope_scaling(self) -> None:
         if self.rope_scaling not in ROPE_SCALINGS:
@@ -179,13 +203,13 @@ class Block(Module):
             else (lambda: RMSNorm(cfg.d_model, cfg.norm_eps, dtype))
         self.attn_norm = norm()
         self.attn = CausalSelfAttention(cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.qkv_bias,
-                                        cfg.o_bias, cfg.qk_norm, cfg.dropout, cfg.norm_eps, dtype)
+                                        cfg.o_bias, cfg.qk_norm, cfg.dropout, cfg.norm_eps, dtype, cfg.step_attention)
         self.mlp_norm = norm()
         ff = MLP if cfg.mlp == "gelu" else SwiGLU
         self.mlp = ff(cfg.d_model, cfg.mlp_hidden, cfg.mlp_bias, cfg.dropout, dtype)
 
-    def forward(self, x, rope=None, pad_mask=None, cache=None, layer=0, start=0):
-        x = x + self.attn(self.attn_norm(x), rope, pad_mask, cache, layer, start)
+    def forward(self, x, rope=None, pad_mask=None, cache=None, layer=0, start=0, step=None):
+        x = x + self.attn(self.attn_norm(x), rope, pad_mask, cache, layer, start, step)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -239,9 +263,35 @@ class Transformer(Module):
         return self.tok_emb.weight.device
 
     def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
+        """A KV cache for `batch` rows of up to max_len positions (default the context); with step
+        attention it carries the StepStructure of the positions fed."""
         cfg = self.cfg
-        return KVCache(cfg.n_layers, batch, cfg.n_kv_heads, max_len or cfg.context_length, cfg.head_dim,
-                       self.tok_emb.weight.dtype, self.device)
+        cache = KVCache(cfg.n_layers, batch, cfg.n_kv_heads, max_len or cfg.context_length, cfg.head_dim,
+                        self.tok_emb.weight.dtype, self.device)
+        if cfg.step_attention != "none":
+            cache.structure = StepStructure(batch, cache.max_len, cfg.step_ids)
+        return cache
+
+    def _step_inputs(self, ids, cache: KVCache | None, start: int):
+        """The step attention inputs of a forward over ids at slots [start, start + T): None when step
+        attention is off. Without a cache, ids are whole sequences; with one, its StepStructure reads
+        them after the positions it holds and relates them to every position so far."""
+        cfg = self.cfg
+        if cfg.step_attention == "none":
+            return None
+        host = np.asarray(backend.to_device(ids, "cpu"))
+        b, t = host.shape
+        if cache is None:
+            structure, start = StepStructure(b, t, cfg.step_ids), 0
+        else:
+            if cache.structure is None:
+                if start:
+                    raise ValueError("Transformer: step attention needs the step structure of the cached positions: "
+                                     "use a cache from Transformer.new_cache")
+                cache.structure = StepStructure(cache.batch, cache.max_len, cfg.step_ids)
+            structure = cache.structure
+        structure.advance(host, start)
+        return step_inputs(structure.relations(start, t), cfg.step_attention, self.tok_emb.weight.dtype, self.device)
 
     def _check_ids(self, ids, start: int):
         arr = ids.data if isinstance(ids, Tensor) else self.tok_emb.weight.xp.asarray(ids)
@@ -269,6 +319,7 @@ class Transformer(Module):
         ids = self._check_ids(ids, start)
         t = ids.shape[1]
         xp = self.tok_emb.weight.xp
+        step = self._step_inputs(ids, cache, start)
         if positions is None:
             positions = xp.arange(start, start + t)
         else:
@@ -289,7 +340,7 @@ class Transformer(Module):
             cos, sin = self._rope[0][positions], self._rope[1][positions]
             rope = (cos, sin) if positions.ndim == 1 else (cos[:, None], sin[:, None])   # (B, 1, T, hd)
         for i, block in enumerate(self.blocks):
-            x = block(x, rope, pad_mask, cache, i, start)
+            x = block(x, rope, pad_mask, cache, i, start, step)
         return self.norm(x)
 
     def logits(self, hidden: Tensor) -> Tensor:

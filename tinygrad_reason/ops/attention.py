@@ -12,6 +12,12 @@ dV sum over the group. The numbers are computed by fast/attention.py's blocked k
 that stay in cache, only the blocks a causal mask leaves live, threads); ops/reference.py writes the
 same formula in Tensor ops, which is the version to read first. Once-differentiable: the backward
 works on raw arrays.
+
+An additive bias on the scores, S = q k^T * scale + bias with bias (B or 1, H or 1, T, S), is
+BiasedAttention (attention(..., bias=...)): dS above is also the bias's gradient, summed over the
+axes it broadcasts along. A hard mask belongs in `masked`, not in the bias (no gradient, and the
+blocked kernel skips what it masks); a bias may be large and negative, or -inf where a row keeps
+one finite score.
 """
 from __future__ import annotations
 
@@ -65,25 +71,76 @@ class PackedAttention(Function):
         return Tensor._wrap(kernel.packed_backward(self.blocks, g.data))
 
 
-def attention(q, k, v, masked=None, scale: float | None = None, dropout_p: float = 0.0):
-    """softmax(q k^T * scale, masked positions excluded) v; scale defaults to 1/sqrt(D).
+class BiasedAttention(Function):
+    """Attention with an additive bias on the scores: q (B, H, T, D), k and v (B, Hkv, S, D), bias
+    (B or 1, H or 1, T, S) in q's dtype; masked as in Attention. The gradient reaches the bias too.
+    A decode step without a graph takes fast.attention.one_query with the bias added; everything
+    else one unblocked score array (fast.attention.biased_forward)."""
+    once_differentiable = True
+
+    def forward(self, q, k, v, bias, masked, scale, dropout_p):
+        kernel.check_qkv("attention", q.shape, k.shape, v.shape)
+        b, h, t, _ = q.shape
+        s = k.shape[2]
+        kernel.check_bias(bias.shape, b, h, t, s)
+        if t == 1 and backend.get_array_module(q) is np and not is_grad_enabled() and dropout_p == 0.0:
+            return kernel.one_query(q, k, v, kernel.checked_mask(masked, b, t, s, np), scale, bias)
+        out, self.saved = kernel.biased_forward(q, k, v, bias, masked, scale, dropout_p,
+                                                keep_inputs=is_grad_enabled())
+        return out
+
+    def backward(self, g):
+        q, k, v, bias = self.parents
+        grads = kernel.biased_backward(self.saved, g.data, q.requires_grad, k.requires_grad, v.requires_grad,
+                                       bias.requires_grad)
+        return tuple(None if a is None else Tensor._wrap(a) for a in grads)
+
+
+def attention(q, k, v, masked=None, scale: float | None = None, dropout_p: float = 0.0, bias=None):
+    """softmax(q k^T * scale [+ bias], masked positions excluded) v; scale defaults to 1/sqrt(D).
 
     masked: boolean array (True = may not attend), broadcastable as (B or 1, 1, T, S).
+    bias: None, or an additive bias on the scores (B or 1, H or 1, T, S): a Tensor in q's dtype
+    (its gradient is computed when it requires grad) or an array (cast to q's dtype). Without a bias
+    this is the Attention op, unchanged; with one, BiasedAttention.
     """
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"attention: dropout_p must be in [0, 1), got {dropout_p}")
     masked = masked.data if isinstance(masked, Tensor) else masked
-    return Attention.apply(q, k, v, masked=masked, scale=scale, dropout_p=dropout_p)
+    if bias is None:
+        return Attention.apply(q, k, v, masked=masked, scale=scale, dropout_p=dropout_p)
+    if q.ndim != 4:
+        raise ValueError(f"attention: q shape {q.shape} is not (B, H, T, D)")
+    kernel.check_qkv("attention", q.shape, k.shape, v.shape)           # before S is read off k
+    bias = check_bias(q, k.shape[2], bias)
+    return BiasedAttention.apply(q, k, v, bias, masked=masked, scale=scale, dropout_p=dropout_p)
 
 
-def prefix_attention(q, k, v, prefix, masked=None, scale: float | None = None, dropout_p: float = 0.0):
+def check_bias(q, s: int, bias) -> Tensor:
+    """The attention bias as a Tensor on q's device in q's dtype (an array is converted; a Tensor must
+    have q's dtype already, so a gradient is never silently cast), or a clear error when it is not
+    (B or 1, H or 1, T, S) for S keys. Shared with ops/reference.py."""
+    if q.ndim != 4:
+        raise ValueError(f"attention: q shape {q.shape} is not (B, H, T, D)")
+    if isinstance(bias, Tensor):
+        if bias.dtype != q.dtype:
+            raise ValueError(f"attention: bias dtype {bias.dtype} differs from q's {q.dtype}")
+    else:
+        arr = bias if hasattr(bias, "shape") else np.asarray(bias)
+        bias = Tensor._wrap(backend.to_device(arr, q.device).astype(q.dtype, copy=False))
+    kernel.check_bias(bias.shape, q.shape[0], q.shape[1], q.shape[2], s)
+    return bias
+
+
+def prefix_attention(q, k, v, prefix, masked=None, scale: float | None = None, dropout_p: float = 0.0,
+                     bias=None):
     """attention() for rows that continue shared prefixes (nn.KVCache.share_prefix): row i attends to
     the keys [pk[group[i]]; k[i]] with prefix = (pk, pv, group); pk, pv (G, Hkv, P, D) arrays, group
-    (B,) indices, masked over all P + S keys. A decode step without a graph (one query per row, NumPy,
-    no dropout) reads each prefix once for all its rows; otherwise each row's keys are gathered and
-    concatenated (gradients reach q, k and v; the prefix is a constant)."""
+    (B,) indices, masked and bias over all P + S keys. A decode step without a graph (one query per
+    row, NumPy, no dropout) reads each prefix once for all its rows; otherwise each row's keys are
+    gathered and concatenated (gradients reach q, k, v and the bias; the prefix is a constant)."""
     pk, pv, group = check_prefix(q, k, prefix)
     b, h, t, d = q.shape
     if scale is None:
@@ -92,11 +149,12 @@ def prefix_attention(q, k, v, prefix, masked=None, scale: float | None = None, d
     if t == 1 and q.xp is np and not is_grad_enabled() and dropout_p == 0.0:
         kernel.check_qkv("prefix_attention", q.shape, k.shape, v.shape)
         masked = kernel.checked_mask(masked, b, t, pk.shape[2] + k.shape[2], np)
-        return Tensor._wrap(kernel.prefix_one_query(q.data, k.data, v.data, pk, pv, group, masked, scale))
+        bias = None if bias is None else check_bias(q, pk.shape[2] + k.shape[2], bias).data
+        return Tensor._wrap(kernel.prefix_one_query(q.data, k.data, v.data, pk, pv, group, masked, scale, bias))
     rows = [backend.to_device(a, k.device)[k.xp.asarray(group)] for a in (pk, pv)]   # each row's prefix, on k's device
     keys = concatenate([Tensor._wrap(rows[0]), k], axis=2)
     values = concatenate([Tensor._wrap(rows[1]), v], axis=2)
-    return attention(q, keys, values, masked, scale, dropout_p)
+    return attention(q, keys, values, masked, scale, dropout_p, bias)
 
 
 def check_prefix(q, k, prefix):

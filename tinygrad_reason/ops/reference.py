@@ -13,7 +13,7 @@ autograd op, has its reference in optim.py (adamw_reference_update).
 
 Every function takes and returns Tensors, with the same arguments, defaults and errors as the
 fused op of the same name (the argument checks are the fused ops' own: check_linear, check_norm,
-check_cross_entropy, check_prefix).
+check_cross_entropy, check_prefix, check_bias).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import numpy as np
 from .. import backend
 from ..tensor import Tensor
 from .elementwise import where
-from .attention import check_prefix
+from .attention import check_bias, check_prefix
 from .matmul import check_linear
 from .movement import concatenate
 from .nn import check_cross_entropy, check_norm
@@ -84,8 +84,8 @@ def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "m
 
 
 # ---------------------------------------------------------------- attention
-def attention(q, k, v, masked=None, scale: float | None = None, dropout_p: float = 0.0):
-    """softmax(q k^T * scale, masked positions excluded) v, per head; scale defaults to 1/sqrt(D).
+def attention(q, k, v, masked=None, scale: float | None = None, dropout_p: float = 0.0, bias=None):
+    """softmax(q k^T * scale + bias, masked positions excluded) v, per head; scale defaults to 1/sqrt(D).
 
     q (B, H, T, D); k, v (B, Hkv, S, D) with Hkv dividing H: query head i reads key/value head
     i // (H / Hkv) (grouped-query attention; Hkv = H is plain multi-head attention).
@@ -93,6 +93,8 @@ def attention(q, k, v, masked=None, scale: float | None = None, dropout_p: float
     A masked score is replaced by half the dtype's lowest number: its weight comes out exactly 0,
     and a query with every key masked gets equal scores, hence uniform weights (not NaN) and no
     gradient, as in the fused op.
+    bias: None, or an additive bias on the scores (B or 1, H or 1, T, S), a Tensor in q's dtype (or an
+    array); added before the mask, so masked scores give it no gradient.
     dropout_p: each attention weight is zeroed with this probability and the rest scaled by
     1 / (1 - p) (backend.generator's draws, in the fused op's order: see _dropout_keep).
     """
@@ -107,6 +109,8 @@ def attention(q, k, v, masked=None, scale: float | None = None, dropout_p: float
         kv_head = np.arange(h) // (h // hkv)          # each query head's key/value head
         k, v = k[:, kv_head], v[:, kv_head]            # (B, H, S, D); backward adds up each group's gradients
     scores = (q @ k.transpose(-1, -2)) * scale                                  # (B, H, T, S)
+    if bias is not None:
+        scores = scores + check_bias(q, s, bias)
     if masked is not None:
         scores = where(masked, float(np.finfo(q.dtype).min) / 2, scores)
     weights = scores.softmax(axis=-1)
@@ -128,15 +132,16 @@ def packed_attention(qkv, n_heads: int, masked=None, scale: float | None = None,
     return out.transpose(1, 2).reshape(b, t, n_heads * d)
 
 
-def prefix_attention(q, k, v, prefix, masked=None, scale: float | None = None, dropout_p: float = 0.0):
+def prefix_attention(q, k, v, prefix, masked=None, scale: float | None = None, dropout_p: float = 0.0,
+                     bias=None):
     """attention(q, [pk[group]; k], [pv[group]; v]): row i's keys and values are those of its shared
     prefix group[i] followed by its own (nn.KVCache.share_prefix). prefix = (pk, pv, group): pk, pv
-    (G, Hkv, P, D) arrays, group (B,) indices; masked over all P + S keys. The prefix is a constant
-    (in k's dtype): gradients reach q, k and v."""
+    (G, Hkv, P, D) arrays, group (B,) indices; masked and bias over all P + S keys. The prefix is a
+    constant (in k's dtype): gradients reach q, k, v and the bias."""
     pk, pv, group = check_prefix(q, k, prefix)
     keys = concatenate([Tensor(pk, dtype=k.dtype, device=k.device)[group], k], axis=2)   # (B, Hkv, P + S, D)
     values = concatenate([Tensor(pv, dtype=v.dtype, device=v.device)[group], v], axis=2)
-    return attention(q, keys, values, masked, scale, dropout_p)
+    return attention(q, keys, values, masked, scale, dropout_p, bias)
 
 
 def _dropout_keep(weights, hkv: int, p: float) -> Tensor:
