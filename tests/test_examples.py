@@ -66,3 +66,12 @@ def test_cot_vs_direct_quick_writes_the_table(tmp_path):
     for row in ("| direct | test |", "| direct | ood |", "| chain of thought | test |", "| chain of thought | ood |"):
         assert row in table
     assert "two-proportion z-test p =" in table and table in run.stdout
+
+
+def test_verifiers_quick_runs_the_whole_pipeline(tmp_path):
+    run = run_example("04_verifiers.py", "--quick", "--out", str(tmp_path / "v"), cwd=tmp_path)
+    assert run.returncode == 0, f"stdout:\n{run.stdout}\nstderr:\n{run.stderr}"
+    table = (tmp_path / "v" / "curve.md").read_text()
+    assert "18 sampled solutions" in run.stdout and "orm: held-out AUROC" in run.stdout and "prm:" in run.stdout
+    assert table.startswith("| N | majority vote | best-of-N, ORM |") and table.count("\n") == 4
+    assert (tmp_path / "v" / "cot" / "checkpoint" / "checkpoint.json").exists()
