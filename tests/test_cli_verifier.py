@@ -27,7 +27,7 @@ def labelled(run_dir):
     rc, out, err = run_main(["verifier", "label", "--run", str(run), "--out", str(labels), "--problems", "6",
                              "--samples", "3", "--mc", "2", "--threads", "1"])
     assert rc == 0, err
-    assert "18 solutions of 6 problems" in out
+    assert "18 solutions of 6 problems" in out and "Monte-Carlo vs exact step labels, hard" in out
     return labels
 
 

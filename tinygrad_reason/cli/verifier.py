@@ -63,11 +63,20 @@ def cmd_label(args) -> None:
         t1 = time.perf_counter()
         solutions = mc_step_labels(model, tok, records, solutions, args.mc, scfg, rows_per_call=args.rows_per_call)
         meta.update(mc_k=args.mc, mc_seconds=round(time.perf_counter() - t1, 1))
+    if args.mc:
+        from ..reasoning.verifier_data import label_agreement
+        meta["agreement"] = label_agreement(solutions)
     save_labels(args.out, solutions, meta)
     right = sum(s.correct for s in solutions)
     steps = [v for s in solutions for v in s.step_labels]
     print(f"{len(solutions)} solutions of {len(records)} problems in {seconds:.1f} s: {right} right "
           f"({right / max(len(solutions), 1):.1%}), {len(steps)} steps, {sum(steps)} labelled right; wrote {args.out}")
+    if args.mc:
+        for rule, a in (("hard (any of K right)", meta["agreement"]["hard"]),
+                        ("soft (value >= 0.5)", meta["agreement"]["soft"])):
+            c = a["confusion"]
+            print(f"Monte-Carlo vs exact step labels, {rule}: agreement {a['agreement']:.1%} of {a['n']} steps, "
+                  f"Cohen's kappa {a['kappa']:.3f}; exact right / MC wrong {c[1][0]}, exact wrong / MC right {c[0][1]}")
 
 
 # ------------------------------------------------------------------ train
