@@ -70,6 +70,8 @@ def test_verifier_eval_writes_the_curve(run_dir, verifiers, tmp_path):
     assert len(data["samples"]) == 4 * 2 and set(data["calibration"]) == {"orm", "prm_min"}
     assert "| N | majority vote |" in stdout and "AUROC" in stdout and "greedy decoding" in stdout
     assert (tmp_path / "curve.md").exists()
+    for png in ("curve.png", "curve-reliability.png"):                 # matplotlib is in the test extra
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
 
 
 def test_eval_methods_with_verifiers(run_dir, verifiers, tmp_path):

@@ -125,7 +125,7 @@ def cmd_train(args) -> None:
 
 # ------------------------------------------------------------------ eval
 def cmd_eval(args) -> None:
-    from ..reasoning.verifiers import plot_verifier_curve, verifier_curve, verifier_curve_table
+    from ..reasoning.verifiers import plot_reliability, plot_verifier_curve, verifier_curve, verifier_curve_table
     from .eval import parse_curve
     if not args.orm and not args.prm:
         raise CLIError("verifier eval: give --orm DIR, --prm DIR or both")
@@ -149,6 +149,9 @@ def cmd_eval(args) -> None:
     print(f"\nwrote {out} and {base}.md")
     if plot_verifier_curve(curve, base + ".png", f"{args.split}, {len(records)} problems"):
         print(f"wrote {base}.png")
+    if report["calibration"] and plot_reliability(report["calibration"], base + "-reliability.png",
+                                                  f"{args.split}: {len(curve['samples'])} sampled solutions"):
+        print(f"wrote {base}-reliability.png")
 
 
 def curve_report(curve: dict, model, tok, records, cfg) -> dict:
@@ -180,10 +183,12 @@ def curve_report(curve: dict, model, tok, records, cfg) -> dict:
               "| --- | --- | --- | --- | --- | --- |"]
     for name, c in calibration.items():
         lines.append(f"| {name} | {c['auroc']:.3f} | {c['ece']:.3f} | {c['brier']:.3f} | {c['n']} | {sum(labels)} |")
-    tok_s = curve["scored_tokens"] / max(curve["score_seconds"], 1e-9)
-    lines += ["", f"sampling: {curve['generated_tokens']} tokens in {curve['sample_seconds']:.1f} s; verifier "
-                  f"scoring: {curve['scored_tokens']} tokens in {curve['score_seconds']:.1f} s ({tok_s:,.0f} tok/s "
-                  "per verifier pass, all verifiers together)"]
+    passes = curve["verifier_passes"]
+    tok_s = curve["scored_tokens"] * passes / max(curve["score_seconds"], 1e-9)
+    lines += ["", f"sampling: {curve['generated_tokens']} tokens generated in {curve['sample_seconds']:.1f} s "
+                  f"({curve['generated_tokens'] / max(curve['sample_seconds'], 1e-9):,.0f} tok/s); scoring: "
+                  f"{curve['scored_tokens']} tokens (prompts and completions) read by each of {passes} verifier(s) "
+                  f"in {curve['score_seconds']:.1f} s ({tok_s:,.0f} tok/s of verifier forward)"]
     return {"greedy_correct": sum(greedy), "greedy_right": greedy, "tests_at_max_n": tests,
             "calibration": calibration, "markdown": "\n".join(lines) + "\n"}
 

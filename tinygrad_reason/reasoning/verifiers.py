@@ -211,7 +211,8 @@ def verifier_curve(model, tok, records, fmt: str, cfg, ns, orm=None, prm=None, r
             "correct": {m: {n: sum(right[m][n]) for n in ns} for m in methods}, "right": right,
             "pass": passed, "distinct": {n: distinct[n] / total if total else float("nan") for n in ns},
             "samples": samples, "generated_tokens": generated, "sample_seconds": t_sample,
-            "score_seconds": t_score, "scored_tokens": scored_tokens}
+            "score_seconds": t_score, "scored_tokens": scored_tokens,
+            "verifier_passes": (orm is not None) + (prm is not None)}
 
 
 METHOD_TITLES = {"majority": "majority vote", "orm": "best-of-N, ORM", "wvote-orm": "ORM-weighted vote",
@@ -364,3 +365,28 @@ def prm_search(model, prm, tok, records, cfg, expand: int = 4, beam: int = 2, ma
         best = max(pool, key=lambda x: (x[0], x[1]))
         answers.append(parse_completion(best[2], tok, fmt))
     return {"answers": answers, "generated_tokens": generated, "scored_tokens": scored_tokens, "rounds": rounds}
+
+
+def plot_reliability(calibration: dict, png_path: str, title: str = "") -> bool:
+    """Reliability diagram: per bin, the mean predicted chance of being right against the fraction
+    actually right (the diagonal is perfect calibration), one line per verifier; False without
+    matplotlib. calibration: {name: train.stats.reliability(...) plus "auroc"}."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
+    for name, c in calibration.items():
+        bins = [b for b in c["bins"] if b["count"]]
+        ax.plot([b["mean_predicted"] for b in bins], [b["fraction_right"] for b in bins], marker="o",
+                label=f"{name} (AUROC {c['auroc']:.2f}, ECE {c['ece']:.3f})")
+    ax.set(xlabel="predicted chance of being right", ylabel="fraction right", xlim=(0, 1), ylim=(0, 1),
+           title=title or "verifier calibration")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(png_path)
+    plt.close(fig)
+    return True
