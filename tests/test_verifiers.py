@@ -275,3 +275,16 @@ def test_verifier_methods_in_eval(tok):
     assert rows["sc@8"]["correct"] == curve["correct"]["majority"][8]
     with pytest.raises(ValueError, match="needs a trained PRM verifier"):
         run_method(specs[1], model, tok, records, "cot", settings, {"orm": oracle})
+
+
+def test_grouped_auroc_ranks_within_each_problem():
+    from tinygrad_reason.train.stats import grouped_auroc
+    # across problems the scores separate right from wrong (problem 1 is easy and scored high), within
+    # problem 0 they are reversed and within problem 1 tied
+    scores = [0.2, 0.1, 0.9, 0.9, 0.9, 0.5]
+    labels = [False, True, True, True, False, False]
+    groups = [0, 0, 1, 1, 1, 2]                   # problem 2 has one class only: not counted
+    assert grouped_auroc(scores, labels, groups) == (pytest.approx(0.25), 2)   # mean of 0.0 and 0.5
+    assert auroc(scores, labels) == pytest.approx(5 / 9)
+    with pytest.raises(ValueError, match="6 scores, 6 labels, 4 groups"):
+        grouped_auroc(scores, labels, groups[:4])

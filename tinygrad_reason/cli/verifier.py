@@ -158,7 +158,7 @@ def curve_report(curve: dict, model, tok, records, cfg) -> dict:
     """Greedy accuracy on the same problems, paired tests at the largest N, calibration and AUROC."""
     from ..grading.rewards import is_correct
     from ..train.evaluation import greedy_answers
-    from ..train.stats import auroc, mcnemar_p, reliability, two_proportion_p
+    from ..train.stats import auroc, grouped_auroc, mcnemar_p, reliability, two_proportion_p
     answers, _ = greedy_answers(model, tok, records, "cot", cfg["train"]["max_new_tokens"], 64)
     greedy = [bool(is_correct(a, r.answer)) for a, r in zip(answers, records)]
     n, big = len(records), curve["ns"][-1]
@@ -175,14 +175,18 @@ def curve_report(curve: dict, model, tok, records, cfg) -> dict:
                      f"{tests[m]['vs_majority_mcnemar']:.3g} | {tests[m]['vs_majority_two_proportion']:.3g} |")
     calibration = {}
     labels = [s[4] for s in curve["samples"]]
+    problems = [s[0] for s in curve["samples"]]
     for name, idx in (("orm", 2), ("prm_min", 3)):
         scores = [s[idx] for s in curve["samples"]]
         if scores and scores[0] is not None:
-            calibration[name] = {"auroc": auroc(scores, labels), **reliability(scores, labels)}
-    lines += ["", "| verifier | AUROC (samples right vs wrong) | ECE | Brier | samples | right |",
-              "| --- | --- | --- | --- | --- | --- |"]
+            within, groups = grouped_auroc(scores, labels, problems)
+            calibration[name] = {"auroc": auroc(scores, labels), "auroc_within_problem": within,
+                                 "problems_with_both": groups, **reliability(scores, labels)}
+    lines += ["", "| verifier | AUROC, all samples | AUROC within a problem (mean) | ECE | Brier | samples | right |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, c in calibration.items():
-        lines.append(f"| {name} | {c['auroc']:.3f} | {c['ece']:.3f} | {c['brier']:.3f} | {c['n']} | {sum(labels)} |")
+        lines.append(f"| {name} | {c['auroc']:.3f} | {c['auroc_within_problem']:.3f} ({c['problems_with_both']} "
+                     f"problems) | {c['ece']:.3f} | {c['brier']:.3f} | {c['n']} | {sum(labels)} |")
     passes = curve["verifier_passes"]
     tok_s = curve["scored_tokens"] * passes / max(curve["score_seconds"], 1e-9)
     lines += ["", f"sampling: {curve['generated_tokens']} tokens generated in {curve['sample_seconds']:.1f} s "

@@ -93,3 +93,22 @@ def reliability(scores, labels, bins: int = 10) -> dict:
     n = len(s)
     return {"bins": rows, "ece": ece / n if n else float("nan"),
             "brier": float(np.mean((s - y) ** 2)) if n else float("nan"), "n": n}
+
+
+def grouped_auroc(scores, labels, groups) -> tuple:
+    """(mean AUROC within groups, number of groups counted): the AUROC of each group (a problem's
+    sampled solutions) that holds both classes, averaged. What a reranker needs is this one: a
+    verifier can rank solutions well across problems by knowing which problems are hard, and still
+    not tell a problem's right solutions from its wrong ones."""
+    import numpy as np
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    y = np.asarray(labels, dtype=bool).reshape(-1)
+    g = np.asarray(groups).reshape(-1)
+    if not s.shape == y.shape == g.shape:
+        raise ValueError(f"grouped_auroc: {s.shape[0]} scores, {y.shape[0]} labels, {g.shape[0]} groups")
+    values = []
+    for key in np.unique(g):
+        sel = g == key
+        if 0 < int(y[sel].sum()) < int(sel.sum()):
+            values.append(auroc(s[sel], y[sel]))
+    return (float(np.mean(values)) if values else float("nan")), len(values)
