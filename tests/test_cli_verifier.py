@@ -65,7 +65,7 @@ def test_verifier_eval_writes_the_curve(run_dir, verifiers, tmp_path):
                                 "--out", str(out)])
     assert rc == 0, err
     data = json.loads(out.read_text())
-    assert data["ns"] == [1, 2] and set(data["methods"]) == {"majority", "orm", "wvote-orm", "prm-min", "prm-prod",
+    assert data["ns"] == [1, 2] and set(data["methods"]) == {"majority", "checker", "orm", "wvote-orm", "prm-min", "prm-prod",
                                                              "wvote-prm"}
     assert len(data["samples"]) == 4 * 2 and set(data["calibration"]) == {"orm", "prm_min"}
     assert "| N | majority vote |" in stdout and "AUROC" in stdout and "greedy decoding" in stdout

@@ -138,7 +138,7 @@ def test_the_curve_on_a_two_path_model_with_an_oracle_verifier(tok):
     curve = verifier_curve(model, tok, records, "cot", cfg, [1, 4, 8], orm=oracle, prm=oracle, rows_per_call=16,
                            progress=False)
     for n in curve["ns"]:
-        for m in ("orm", "prm-min", "prm-prod", "wvote-orm", "wvote-prm"):
+        for m in ("checker", "orm", "prm-min", "prm-prod", "wvote-orm", "wvote-prm"):   # WRONG's steps are wrong
             assert curve["correct"][m][n] == curve["pass"][n], (m, n)
     marks = {}
     for p, j, orm, prm, ok in curve["samples"]:
@@ -273,6 +273,8 @@ def test_verifier_methods_in_eval(tok):
     assert rows["bon@8:orm"]["correct"] == curve["correct"]["orm"][8] == curve["pass"][8]   # the same paths
     assert rows["bon@8:prm"]["correct"] == curve["correct"]["prm-min"][8]
     assert rows["sc@8"]["correct"] == curve["correct"]["majority"][8]
+    checker = run_method(parse_methods("bon@8:checker")[0], model, tok, records, "cot", settings)   # no verifier
+    assert checker["correct"] == curve["correct"]["checker"][8] == curve["pass"][8]
     with pytest.raises(ValueError, match="needs a trained PRM verifier"):
         run_method(specs[1], model, tok, records, "cot", settings, {"orm": oracle})
 

@@ -5,7 +5,7 @@
     sc@N        self-consistency: N sampled paths (temperature `temperature`), majority vote
     refine@K    greedy, then K rounds of checked-prefix self-refinement (refine.py)
     bon@N:V     best of N sampled paths (sc@N's paths) by verifier V: orm, prm (min over steps),
-                prm-min, prm-prod (verifiers.py)
+                prm-min, prm-prod (verifiers.py), or checker (the task's exact step checker, no learning)
     wvote@N:V   the paths' answers voted with verifier V's scores (orm or prm; wvote@N: the ORM when
                 given, else the PRM)
     search:prm  PRM-guided step-level beam search (expand K candidates per step, keep the best B)
@@ -31,9 +31,9 @@ __all__ = ["MethodSpec", "EvalSettings", "parse_methods", "run_method", "run_met
            "METHOD_HELP"]
 
 METHOD_HELP = ("greedy, tool, sc@N (N >= 1 sampled paths, majority vote), refine@K (K >= 0 rounds), "
-               "bon@N:orm|prm|prm-min|prm-prod (best of N by a verifier), wvote@N[:orm|:prm] (verifier-"
+               "bon@N:orm|prm|prm-min|prm-prod|checker (best of N by a verifier), wvote@N[:orm|:prm] (verifier-"
                "weighted vote), search:prm (PRM-guided step search)")
-_SPEC = re.compile(r"^(greedy|tool|sc@(\d+)|refine@(\d+)|bon@(\d+):(orm|prm|prm-min|prm-prod)|"
+_SPEC = re.compile(r"^(greedy|tool|sc@(\d+)|refine@(\d+)|bon@(\d+):(orm|prm|prm-min|prm-prod|checker)|"
                    r"wvote@(\d+)(?::(orm|prm))?|search:prm)$")
 VERIFIER_KINDS = ("bon", "wvote", "search")
 
@@ -56,7 +56,7 @@ class MethodSpec:
         if self.kind == "search":
             return ("prm",)
         if self.kind in ("bon", "wvote") and self.by:
-            return ("orm",) if self.by == "orm" else ("prm",)
+            return {"orm": ("orm",), "checker": ()}.get(self.by, ("prm",))
         return ()
 
 
@@ -107,7 +107,7 @@ def run_method(spec: MethodSpec, model, tok, records, fmt: str, settings: EvalSe
     verifier methods need them."""
     st = settings or EvalSettings()
     verifiers = {k: v for k, v in (verifiers or {}).items() if v is not None}
-    if spec.kind in VERIFIER_KINDS:
+    if spec.kind in VERIFIER_KINDS and spec.by != "checker":
         needed = spec.verifiers or ("orm or prm",)
         missing = [k for k in needed if k not in verifiers and not (k == "orm or prm" and verifiers)]
         if missing:
@@ -150,7 +150,7 @@ def run_method(spec: MethodSpec, model, tok, records, fmt: str, settings: EvalSe
             cfg = SamplingConfig(temperature=st.temperature, max_new_tokens=st.max_new_tokens,
                                  stop_ids=(tok.eot_id,), seed=st.seed)
             by = spec.by or ("orm" if "orm" in verifiers else "prm")
-            use = "orm" if by == "orm" else "prm"
+            use = {"orm": "orm", "checker": "checker"}.get(by, "prm")
             curve = verifier_curve(model, tok, records, fmt, cfg, (spec.k,), orm=verifiers.get("orm") if use == "orm"
                                    else None, prm=verifiers.get("prm") if use == "prm" else None,
                                    rows_per_call=st.rows_per_call, progress=False)

@@ -13,7 +13,8 @@ how accuracy grows with the number of samples N for every way of choosing among 
   more paths, then to the smaller answer string.
 * :func:`verifier_curve` -- ONE set of max(N) sampled paths per problem (row seeds
   p * SEED_STRIDE + j, the same paths self-consistency samples), scored once; for every N the
-  first N paths give: majority vote, best-of-N by ORM / PRM-min / PRM-prod, verifier-weighted
+  first N paths give: majority vote, best-of-N by the task's exact step checker (the fraction of a
+  path's steps grading.steps accepts; it never sees the reference answer), by ORM / PRM-min / PRM-prod, verifier-weighted
   votes, pass@N (at least one path right: the ceiling of any reranker) and the mean number of
   distinct answers. Per-problem correctness is kept so methods are compared on the same problems
   (McNemar's paired test, train.stats.mcnemar_p).
@@ -35,7 +36,7 @@ from ..train.progress import Progress
 from ..train.stats import wilson_interval
 from ..train.verifier import make_example
 from .self_consistency import SEED_STRIDE, paths_from_result, vote
-from .verifier_data import solution_steps
+from .verifier_data import label_completion, solution_steps
 
 AGGREGATES = ("min", "prod")
 
@@ -44,6 +45,7 @@ AGGREGATES = ("min", "prod")
 class Scored:
     orm: float | None          # sigmoid at the last token (None without an ORM)
     steps: list                # PRM sigmoid at each step token and the last token ([] without a PRM)
+    checked: float = 0.0       # the fraction of its steps the task's exact checker accepts (0 without steps)
 
 
 def _rows(prompt, completion, tok):
@@ -142,12 +144,15 @@ def choose(method: str, paths, scored) -> str | None:
         return weighted_vote(answers, [s.orm for s in scored])
     if method == "wvote-prm":
         return weighted_vote(answers, [solution_score(s.steps, "min") for s in scored])
+    if method == "checker":
+        return answers[best_of_n([s.checked for s in scored])]
     raise ValueError(f"choose: unknown method {method!r}")
 
 
 def curve_methods(orm, prm) -> list:
-    """The selection methods that the given verifiers allow, majority vote first."""
-    out = ["majority"]
+    """The selection methods that the given verifiers allow: majority vote first, the exact step
+    checker (no learning: the reference a perfect process verifier would approach), then the learned."""
+    out = ["majority", "checker"]
     if orm is not None:
         out += ["orm", "wvote-orm"]
     if prm is not None:
@@ -188,7 +193,8 @@ def verifier_curve(model, tok, records, fmt: str, cfg, ns, orm=None, prm=None, r
         result = generate(model, prompts, cfg, row_seeds=seeds)
         t1 = time.perf_counter()
         generated += result.total_generated
-        scored = score_completions(tok, prompts, result.tokens, orm, prm, rows_per_call)
+        scored = score_completions(tok, prompts, result.tokens, orm, prm, rows_per_call) if orm or prm else \
+            [Scored(None, []) for _ in prompts]
         t_score += time.perf_counter() - t1
         t_sample += t1 - t0
         scored_tokens += sum(len(p) + max(1, len(c)) for p, c in zip(prompts, result.tokens))
@@ -197,6 +203,9 @@ def verifier_curve(model, tok, records, fmt: str, cfg, ns, orm=None, prm=None, r
             paths = paths_from_result(result, tok, fmt, rows)
             marks = [bool(is_correct(p.answer, r.answer)) for p in paths]
             sc = [scored[i] for i in rows]
+            for s, i in zip(sc, rows):
+                labels = label_completion(start + k, r, result.tokens[i], tok, fmt).step_labels
+                s.checked = sum(labels) / len(labels) if labels else 0.0
             for j, (s, ok) in enumerate(zip(sc, marks)):
                 samples.append((start + k, j, s.orm, solution_score(s.steps, "min") if s.steps else None, ok))
             for n in ns:
@@ -215,7 +224,7 @@ def verifier_curve(model, tok, records, fmt: str, cfg, ns, orm=None, prm=None, r
             "verifier_passes": (orm is not None) + (prm is not None)}
 
 
-METHOD_TITLES = {"majority": "majority vote", "orm": "best-of-N, ORM", "wvote-orm": "ORM-weighted vote",
+METHOD_TITLES = {"majority": "majority vote", "checker": "best-of-N, exact step checker", "orm": "best-of-N, ORM", "wvote-orm": "ORM-weighted vote",
                  "prm-min": "best-of-N, PRM min", "prm-prod": "best-of-N, PRM product",
                  "wvote-prm": "PRM-weighted vote", "pass": "pass@N (ceiling)"}
 
