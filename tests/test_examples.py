@@ -73,5 +73,6 @@ def test_verifiers_quick_runs_the_whole_pipeline(tmp_path):
     assert run.returncode == 0, f"stdout:\n{run.stdout}\nstderr:\n{run.stderr}"
     table = (tmp_path / "v" / "curve.md").read_text()
     assert "18 sampled solutions" in run.stdout and "orm: held-out AUROC" in run.stdout and "prm:" in run.stdout
-    assert table.startswith("| N | majority vote | best-of-N, ORM |") and table.count("\n") == 4
+    assert table.startswith("| N | majority vote | best-of-N, exact step checker | best-of-N, ORM |")
+    assert table.count("\n") == 4
     assert (tmp_path / "v" / "cot" / "checkpoint" / "checkpoint.json").exists()
