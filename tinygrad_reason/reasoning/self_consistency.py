@@ -39,7 +39,7 @@ from ..generate import GenerationResult, SamplingConfig, generate
 
 __all__ = ["Path", "Vote", "paths_from_result", "vote",
            "sample_paths", "self_consistency", "accuracy_vs_n", "curve_table", "plot_curve",
-           "SEED_STRIDE", "WEIGHTINGS", "DEFAULT_NS"]
+           "path_rows", "SEED_STRIDE", "WEIGHTINGS", "DEFAULT_NS"]
 
 WEIGHTINGS = ("count", "sum", "mean")
 DEFAULT_NS = (1, 2, 4, 8, 16, 32)
@@ -108,6 +108,17 @@ def vote(paths: Sequence[Path], weighting: str = "count", temperature: float = 1
     return v
 
 
+def path_rows(records, start: int, n: int, tok, fmt: str) -> tuple:
+    """(prompts, row seeds) of n paths for each record of a chunk that begins at problem `start`:
+    the n copies of a prompt sit side by side (one shared prompt forward), path j of problem p with
+    row seed p * SEED_STRIDE + j, so a path never depends on how problems are batched."""
+    prompts, seeds = [], []
+    for k, r in enumerate(records):
+        prompts += [prompt_ids(r, tok, fmt)] * n
+        seeds += [(start + k) * SEED_STRIDE + j for j in range(n)]
+    return prompts, seeds
+
+
 def _check_n(n) -> int:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"self-consistency: the number of paths must be an integer >= 1, got {n!r}")
@@ -150,11 +161,7 @@ def accuracy_vs_n(model, tok, records, fmt: str, cfg: SamplingConfig, ns: Sequen
     answers, generated = [], 0
     for start in range(0, len(records), per_call):
         chunk = records[start:start + per_call]
-        prompts, seeds = [], []
-        for k, r in enumerate(chunk):
-            p = prompt_ids(r, tok, fmt)
-            prompts += [p] * big
-            seeds += [(start + k) * SEED_STRIDE + j for j in range(big)]
+        prompts, seeds = path_rows(chunk, start, big, tok, fmt)
         result = generate(model, prompts, cfg, row_seeds=seeds, tool=tool)
         generated += result.total_generated
         for k, r in enumerate(chunk):

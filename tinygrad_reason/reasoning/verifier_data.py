@@ -27,7 +27,7 @@ from ..grading.rewards import is_correct
 from ..grading.steps import step_labels
 from ..io.atomic import write_text
 from ..train.progress import Progress
-from .self_consistency import SEED_STRIDE
+from .self_consistency import path_rows
 
 LABELS_FORMAT = "tinygrad_reason.verifier_labels"
 LABELS_VERSION = 2
@@ -103,10 +103,7 @@ def sample_labelled(model, tok, records, n: int, cfg: SamplingConfig, fmt: str =
     try:
         for start in range(0, len(records), per_call):
             chunk = records[start:start + per_call]
-            prompts, seeds = [], []
-            for k, r in enumerate(chunk):
-                prompts += [prompt_ids(r, tok, fmt)] * n
-                seeds += [(start + k) * SEED_STRIDE + j for j in range(n)]
+            prompts, seeds = path_rows(chunk, start, n, tok, fmt)
             result = generate(model, prompts, cfg, row_seeds=seeds)
             for row, completion in enumerate(result.tokens):
                 p = start + row // n

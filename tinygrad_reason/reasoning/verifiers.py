@@ -23,19 +23,19 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 
 import numpy as np
 
-from ..data.formats import prompt_ids
+from ..data.formats import parse_completion, prompt_ids
 from ..generate import generate
 from ..grading.rewards import is_correct
 from ..tensor import no_grad
 from ..train.progress import Progress
 from ..train.stats import wilson_interval
 from ..train.verifier import make_example
-from .self_consistency import SEED_STRIDE, paths_from_result, vote
+from .self_consistency import SEED_STRIDE, path_rows, paths_from_result, vote
 from .verifier_data import label_completion, solution_steps
 
 AGGREGATES = ("min", "prod")
@@ -185,10 +185,7 @@ def verifier_curve(model, tok, records, fmt: str, cfg, ns, orm=None, prm=None, r
     model.eval()
     for start in range(0, len(records), per_call):
         chunk = records[start:start + per_call]
-        prompts, seeds = [], []
-        for k, r in enumerate(chunk):
-            prompts += [prompt_ids(r, tok, fmt)] * big
-            seeds += [(start + k) * SEED_STRIDE + j for j in range(big)]
+        prompts, seeds = path_rows(chunk, start, big, tok, fmt)
         t0 = time.perf_counter()
         result = generate(model, prompts, cfg, row_seeds=seeds)
         t1 = time.perf_counter()
@@ -315,7 +312,6 @@ def prm_search(model, prm, tok, records, cfg, expand: int = 4, beam: int = 2, ma
     round, beam and candidate, and independent of the batching).
 
     Returns {"answers", "generated_tokens", "scored_tokens", "rounds"}."""
-    from dataclasses import replace as dc_replace
     if max_rounds < 1:
         raise ValueError(f"prm_search: max_rounds must be >= 1, got {max_rounds}")
     if expand < 1 or beam < 1 or expand * beam > 1000:
@@ -327,7 +323,7 @@ def prm_search(model, prm, tok, records, cfg, expand: int = 4, beam: int = 2, ma
     prompts = [prompt_ids(r, tok, fmt) for r in records]
     open_ = [[([], [])] for _ in records]              # per problem: (completion, step scores) still open
     done = [[] for _ in records]                       # per problem: (score, order, completion)
-    step_cfg = dc_replace(cfg, stop_ids=tuple(sorted({tok.step_id, tok.eot_id, *cfg.stop_ids})))
+    step_cfg = replace(cfg, stop_ids=tuple(sorted({tok.step_id, tok.eot_id, *cfg.stop_ids})))
     generated = scored_tokens = rounds = 0
     bar = Progress(max_rounds, "search rounds", progress)
     for rnd in range(max_rounds):
@@ -342,7 +338,7 @@ def prm_search(model, prm, tok, records, cfg, expand: int = 4, beam: int = 2, ma
             seeds = [p * SEED_STRIDE + 1000 * rnd + b * expand + c for p, b, c in chunk]
             room = max(0, min(cfg.max_new_tokens - max(len(open_[p][b][0]) for p, b, _ in chunk),
                               model.cfg.context_length - max(len(r) for r in rows)))
-            out = generate(model, rows, dc_replace(step_cfg, max_new_tokens=room), row_seeds=seeds) if room else None
+            out = generate(model, rows, replace(step_cfg, max_new_tokens=room), row_seeds=seeds) if room else None
             generated += out.total_generated if out else 0
             for i, (p, b, c) in enumerate(chunk):
                 comp = open_[p][b][0] + (list(out.tokens[i]) if out else [])
@@ -364,7 +360,6 @@ def prm_search(model, prm, tok, records, cfg, expand: int = 4, beam: int = 2, ma
             open_[p] = [(comp, steps) for _, _, comp, steps in best]
         bar.update(rnd + 1)
     bar.close()
-    from ..data.formats import parse_completion
     answers = []
     for p in range(len(records)):
         pool = done[p] or [(min(st), 0, comp) for comp, st in open_[p]]     # out of rounds: the open ones
