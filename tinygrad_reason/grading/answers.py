@@ -115,6 +115,12 @@ def last_number(text: str) -> str | None:
     return best.group().replace(",", "")
 
 
+def has_hedge_words(text: str) -> bool:
+    """Whether an answer holds a hedge or connective word ("or", "maybe", "about", "between", ...):
+    the words normalization strips, which a strict reward refuses instead."""
+    return bool(_STOPWORDS.search(text))
+
+
 def extract_answer(text: str, answer_marker: str | None = ANSWER_MARKER,
                    end_marker: str | None = END_MARKER, *, use_boxed: bool = True,
                    use_gsm8k: bool = True, fallback_last_number: bool = True) -> str | None:
