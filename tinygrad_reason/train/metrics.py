@@ -42,3 +42,53 @@ def plot_metrics(log_path: str, png_path: str, score: str = "accuracy") -> bool:
     plt.close(fig)
     os.replace(tmp, png_path)
     return True
+
+
+def _smooth(values, k: int = 10):
+    out, acc = [], []
+    for v in values:
+        acc = (acc + [v])[-k:]
+        out.append(sum(acc) / len(acc))
+    return out
+
+
+def plot_rl_metrics(log_path: str, png_path: str) -> bool:
+    """GRPO's curves from its metrics JSONL: reward, held-out accuracy, completion lengths (right and
+    wrong completions apart: Dr. GRPO's length bias shows in the wrong ones), and the clip ratio,
+    KL and entropy. False (nothing written) without matplotlib; written to a temp file and renamed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rows = read_metrics(log_path)
+    train = [r for r in rows if r["kind"] == "train" and "reward" in r]
+    evals = [r for r in rows if r["kind"] == "eval"]
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4))
+    steps = [r["step"] + 1 for r in train]
+
+    def curve(ax, key, label):
+        pts = [(s, r[key]) for s, r in zip(steps, train) if r.get(key) == r.get(key) and key in r]   # skip NaN
+        if pts:
+            ax.plot([p[0] for p in pts], _smooth([p[1] for p in pts]), label=label)
+
+    curve(axes[0], "reward", "reward (mean of 10 steps)")
+    axes[0].set(xlabel="step", ylabel="reward", title="rollout reward")
+    axes[1].plot([r["step"] for r in evals], [r["accuracy"] for r in evals], marker="o")
+    axes[1].set(xlabel="step", ylabel="accuracy", title="held-out accuracy (greedy)", ylim=(0, 1))
+    for key, label in (("completion_length_mean", "all"), ("correct_length_mean", "right"),
+                       ("incorrect_length_mean", "wrong")):
+        curve(axes[2], key, label)
+    axes[2].set(xlabel="step", ylabel="tokens", title="completion length")
+    axes[2].legend()
+    for key in ("clip_region_ratio", "kl", "entropy"):
+        curve(axes[3], key, key)
+    axes[3].set(xlabel="step", title="clip ratio, KL, entropy")
+    axes[3].legend()
+    fig.tight_layout()
+    tmp = png_path + ".tmp.png"
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, png_path)
+    return True
