@@ -76,3 +76,13 @@ def test_verifiers_quick_runs_the_whole_pipeline(tmp_path):
     assert table.startswith("| N | majority vote | best-of-N, exact step checker | best-of-N, ORM |")
     assert table.count("\n") == 4
     assert (tmp_path / "v" / "cot" / "checkpoint" / "checkpoint.json").exists()
+
+
+def test_grpo_quick_runs_the_whole_pipeline(tmp_path):
+    run = run_example("05_grpo.py", "--quick", "--out", str(tmp_path / "g"), cwd=tmp_path)
+    assert run.returncode == 0, f"stdout:\n{run.stdout}\nstderr:\n{run.stderr}"
+    assert re.search(r"before GRPO: [0-9.]+% \(\d+/8", run.stdout) and re.search(r"after GRPO: [0-9.]+% \(\d+/8",
+                                                                                  run.stdout)
+    assert "two-proportion p =" in run.stdout
+    rows = (tmp_path / "g" / "metrics.jsonl").read_text().splitlines()
+    assert sum('"kind": "train"' in r for r in rows) == 3 and '"kind": "eval"' in rows[-1]
