@@ -88,3 +88,11 @@ def test_bench_malloc_tiny_both_settings():
     assert sorted(r["malloc"] for r in per_child) == ["reuse", "system"]
     assert all(r["ms"] > 0 and r["max_rss_mib"] > 0 for r in per_child)
     assert summary["ratio_reuse_over_system"] > 0
+
+
+def test_bench_grpo_tiny_same_logprobs():
+    (row,) = _run("bench_grpo.py", "--config", "tiny", "--prompts", "2", "--G", "3", "--new", "4", "--repeats", "1",
+                  "--threads", "1")
+    assert row["mean_logprob_ours"] == pytest.approx(row["mean_logprob_torch"], abs=1e-4)
+    for key in ("ratio_rollout", "ratio_update", "ratio_step", "ours_rollout_tokens_per_s"):
+        assert row[key] > 0, key
