@@ -131,6 +131,21 @@ def test_eval_prints_a_markdown_table_and_writes_json(run_dir, tmp_path):
     assert json.loads(custom.read_text())["n"] == 2
 
 
+def test_eval_fresh_split_holds_only_problems_new_to_the_run(run_dir):
+    from tinygrad_reason.cli.runs import build_splits, fresh_split
+    from tinygrad_reason.data.splits import dedup_keys
+    out, _ = run_dir
+    rc, stdout, stderr = run_main(["eval", "--run", str(out), "--split", "fresh", "--n", "4"])
+    assert rc == 0, stderr
+    assert "| greedy | fresh |" in stdout and json.loads((out / "eval-fresh.json").read_text())["n"] == 4
+    cfg = json.loads((out / "config.json").read_text())
+    splits = build_splits(cfg)
+    fresh = fresh_split(cfg, 30, splits)
+    known = {k for recs in splits.values() for r in recs for k in dedup_keys(r)}
+    assert len(fresh) == 30 and not any(k in known for r in fresh for k in dedup_keys(r))
+    assert [r.question for r in fresh_split(cfg, 30, splits)] == [r.question for r in fresh]   # the same each time
+
+
 def test_eval_curve_writes_json_table_and_png(run_dir, tmp_path, monkeypatch):
     """--curve samples max(N) paths per problem ONCE (SC@n votes over prefixes) and writes JSON, .md, .png."""
     from tinygrad_reason.reasoning import self_consistency

@@ -6,7 +6,7 @@ import os
 
 from ..io.atomic import write_json, write_text
 from .config import CLIError, setup_threads
-from .runs import evaluate_split, load_run, load_verifier
+from .runs import evaluate_split, fresh_split, load_run, load_verifier
 
 
 def cmd_eval(args) -> None:
@@ -25,11 +25,14 @@ def cmd_eval(args) -> None:
         raise CLIError(f"--temperature must be > 0, got {args.temperature}")
     if args.threads is not None:
         setup_threads({"threads": args.threads})
-    splits_known = ("ood", "test", "train")           # make_splits' keys
+    splits_known = ("ood", "test", "train", "fresh")  # make_splits' keys, and problems new to the run
     if args.split not in splits_known:
         raise CLIError(f"--split must be one of {list(splits_known)}, got {args.split!r}")
-    cfg, tok, model, splits = load_run(args.run, splits="all" if args.split == "train" else "eval")
-    records = splits[args.split][:args.n] if args.n else splits[args.split]
+    cfg, tok, model, splits = load_run(args.run, splits="all" if args.split in ("train", "fresh") else "eval")
+    if args.split == "fresh":
+        records = fresh_split(cfg, args.n or 1000, splits)
+    else:
+        records = splits[args.split][:args.n] if args.n else splits[args.split]
     if specs is not None:
         _eval_methods(args, specs, cfg, tok, model, records)
         return
@@ -133,7 +136,8 @@ def add_parser(sub, common) -> None:
     p = sub.add_parser("eval", help="evaluate a trained run on a split (greedy, or --methods: "
                                     "self-consistency, calculator tool, refinement; exact match)")
     p.add_argument("--run", required=True, help="run directory written by train")
-    p.add_argument("--split", default="test", help="test, ood or train (default test)")
+    p.add_argument("--split", default="test", help="test, ood, train, or fresh: --n problems (default 1000) of the "
+                   "task in none of the run's splits, drawn with another seed (default test)")
     p.add_argument("--n", type=int, default=0, help="evaluate only the first N problems (0: all)")
     p.add_argument("--out", help="JSON result file (default RUN/eval-SPLIT.json; with --methods "
                                  "RUN/eval-methods-SPLIT.json and a markdown table beside it, .md; with "

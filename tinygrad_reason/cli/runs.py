@@ -25,6 +25,27 @@ def build_splits(cfg: dict, with_train: bool = True) -> dict:
         raise CLIError(f"task config {t}: {e}") from None
 
 
+FRESH_SEED_OFFSET = 1_000_003     # the fresh split's problems are drawn with seed + this
+
+
+def fresh_split(cfg: dict, n: int, splits: dict) -> list:
+    """n problems of the run's task that are in none of its splits (train, test, OOD): drawn with
+    another seed, every problem equal to one of the run's (same question or same dedup key) dropped.
+    A held-out set that no choice made while training or tuning has seen."""
+    from ..data import make_splits
+    from ..data.splits import dedup_keys
+    seen = {k for records in splits.values() for r in records for k in dedup_keys(r)}
+    t = cfg["task"]
+    try:
+        drawn = make_splits(t["name"], 0, 2 * n, 0, seed=cfg["seed"] + FRESH_SEED_OFFSET, **t.get("knobs", {}))["test"]
+    except (TypeError, ValueError, KeyError) as e:
+        raise CLIError(f"fresh split of task {t}: {e}") from None
+    fresh = [r for r in drawn if not any(k in seen for k in dedup_keys(r))][:n]
+    if len(fresh) < n:
+        raise CLIError(f"fresh split: only {len(fresh)} of {n} problems are new to the run; ask for fewer (--n)")
+    return fresh
+
+
 def build_tokenizer(cfg: dict, train_records):
     from ..tokenizer import Tokenizer
     texts = [" ".join([r.question, *r.steps, str(r.answer)]) for r in train_records[:5000]]
