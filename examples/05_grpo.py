@@ -28,7 +28,7 @@ def main() -> None:
     ap.add_argument("--run", help="a trained chain-of-thought run to start from (default: train one in OUT/cot)")
     ap.add_argument("--out", default="runs/grpo", help="directory for the runs")
     ap.add_argument("--steps", type=int, default=200, help="GRPO steps")
-    ap.add_argument("--lr", type=float, default=1e-4, help="learning rate")
+    ap.add_argument("--lr", type=float, default=3e-5, help="learning rate")
     ap.add_argument("--threads", type=int, default=1, help="BLAS and kernel threads")
     ap.add_argument("--quick", action="store_true", help="a tiny task and model: a smoke run of the pipeline")
     args = ap.parse_args()

@@ -193,3 +193,14 @@ def test_bad_arguments_are_clear_errors():
         policy_loss(Tensor(logp), old, adv, token_weights(mask, "grpo", MAX_LEN), beta=0.1)
     with pytest.raises(ValueError, match="importance level 'word'"):
         policy_loss(Tensor(logp), old, adv, token_weights(mask, "grpo", MAX_LEN), level="word")
+
+
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+def test_at_the_old_policy_clip_and_sequence_ratios_change_nothing(loss_type):
+    # with mu = 1 (TRL's default) every step is at ratio 1: the clip range, delta and the GSPO sequence
+    # ratio all give the plain token-level policy gradient, so only mu > 1 can tell them apart
+    logp, _, adv, mask, _ = batch(6)
+    _, base, _ = ours(logp, logp.copy(), adv, mask, loss_type)
+    for kw in (dict(eps_high=0.28), dict(eps_low=3e-4, eps_high=4e-4, level="sequence"), dict(delta=1.5)):
+        _, g, _ = ours(logp, logp.copy(), adv, mask, loss_type, **kw)
+        np.testing.assert_allclose(g, base, rtol=1e-12, atol=1e-16, err_msg=str(kw))

@@ -75,8 +75,10 @@ def plot_rl_metrics(log_path: str, png_path: str) -> bool:
 
     curve(axes[0], "reward", "reward (mean of 10 steps)")
     axes[0].set(xlabel="step", ylabel="reward", title="rollout reward")
-    axes[1].plot([r["step"] for r in evals], [r["accuracy"] for r in evals], marker="o")
-    axes[1].set(xlabel="step", ylabel="accuracy", title="held-out accuracy (greedy)", ylim=(0, 1))
+    acc = [r["accuracy"] for r in evals]
+    axes[1].plot([r["step"] for r in evals], acc, marker="o")
+    axes[1].set(xlabel="step", ylabel="accuracy", title="held-out accuracy (greedy)",
+                ylim=(max(0.0, min(acc, default=0) - 0.1), min(1.0, max(acc, default=1) + 0.1)))
     for key, label in (("completion_length_mean", "all"), ("correct_length_mean", "right"),
                        ("incorrect_length_mean", "wrong")):
         curve(axes[2], key, label)
