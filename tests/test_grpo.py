@@ -310,6 +310,15 @@ def test_the_strict_reward_accepts_one_clear_answer(text, reference):
     assert strict_rewards([text], [reference]) == [1.0]
 
 
+def test_the_strict_reward_grades_sympy_answers_in_workers_without_stalling():
+    import time
+    texts = ["<|answer|> 9^{9^{9^{9}}}", "<|answer|> \\sqrt{2}^{2}", "<|answer|> x^2+2x+1"] * 2
+    t0 = time.perf_counter()
+    got = strict_rewards(texts, ["3", "2", "(x+1)^2"] * 2, timeout=0.5, workers=2)
+    assert got == [0.0, 1.0, 1.0] * 2
+    assert time.perf_counter() - t0 < 30          # bounded by the time limit, whatever the answers hold
+
+
 def test_reward_functions_follow_trls_interface():
     seen = {}
 
