@@ -40,6 +40,7 @@ def test_rl_writes_a_run_directory_and_resumes(run_dir):
     assert saved["config"]["loss_type"] == "dr_grpo" and saved["config"]["reward_weights"] == [1.0, 0.5]
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert "rewards/format/mean" in rows[0] and "kl" in rows[0]
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"      # reward, accuracy, lengths, clip
     # the output is a run directory: eval reads it like a train run
     rc, stdout, err = run_main(["eval", "--run", str(out), "--n", "3", "--threads", "1"])
     assert rc == 0, err

@@ -19,6 +19,16 @@ def read_metrics(path: str) -> list:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def _save(fig, png_path: str) -> None:
+    """Write a figure to a temp file and rename it, so a reader never sees half a PNG."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    tmp = png_path + ".tmp.png"
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, png_path)
+
+
 def plot_metrics(log_path: str, png_path: str, score: str = "accuracy") -> bool:
     """Loss and held-out score curves from a metrics JSONL; False (and nothing written) without
     matplotlib. Written to a temp file and renamed, so a reader never sees half a PNG."""
@@ -36,11 +46,7 @@ def plot_metrics(log_path: str, png_path: str, score: str = "accuracy") -> bool:
     axes[0].set(xlabel="step", ylabel="loss", title="training loss")
     axes[1].plot([r["step"] for r in evals], [r[score] for r in evals], marker="o")
     axes[1].set(xlabel="step", ylabel=score, title=f"held-out {score}", ylim=(0, 1))
-    fig.tight_layout()
-    tmp = png_path + ".tmp.png"
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, png_path)
+    _save(fig, png_path)
     return True
 
 
@@ -88,9 +94,5 @@ def plot_rl_metrics(log_path: str, png_path: str) -> bool:
         curve(axes[3], key, key)
     axes[3].set(xlabel="step", title="clip ratio, KL, entropy")
     axes[3].legend()
-    fig.tight_layout()
-    tmp = png_path + ".tmp.png"
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, png_path)
+    _save(fig, png_path)
     return True
