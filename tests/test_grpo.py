@@ -262,9 +262,14 @@ def test_a_nan_stops_the_step_and_names_it(task, tmp_path):
     poisoned = task_model(tok)
     w = poisoned.tok_emb.weight
     w.data[:] = np.nan
-    with pytest.raises(loop.NonFiniteError, match="step 1"):
+    with pytest.raises(loop.NonFiniteError, match="step 1: the GRPO loss is nan; the first NaN / Inf comes from "
+                                                 "a leaf tensor"):
         train_grpo(poisoned, tok, splits["train"], splits["test"], quiet(steps=2), reward_funcs=[even_reward])
     assert (tmp_path / "c" / "checkpoint.json").read_text() == saved
+    hot = task_model(tok)                      # finite weights, an op that overflows: the op is named
+    hot.lm_head.weight.data[:] = 1e308
+    with pytest.raises(loop.NonFiniteError, match=r"comes from op Linear \("):
+        train_grpo(hot, tok, splits["train"], splits["test"], quiet(steps=1), reward_funcs=[even_reward])
 
 
 @pytest.mark.parametrize("field,value,match", [

@@ -13,6 +13,9 @@ parameters ARE the old policy, so its log-probs (detached) become logp_old for t
 after (ratio exactly 1 on the first). The sampler's own log-probs are kept to measure how far the
 recomputation is from them (logprob_mismatch; round-off in float32, 1e-6 in float64 is a test).
 
+A NaN or Inf in the loss stops the step before any backward, naming the step and the op where it
+began (loop.first_non_finite); the loop's own checks catch one in the gradients.
+
 Tokens forced by the calculator tool and padding carry no loss; with mask_truncated, neither do the
 completions the length limit cut off. Dropout is off in every forward (the ratio must compare one
 policy with itself). The reference policy for the KL term (beta > 0) is a frozen copy of the model
@@ -27,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 
@@ -38,8 +42,8 @@ from ..parallel import data_parallel_backward
 from ..tensor import no_grad
 from . import loop
 from .evaluation import evaluate
-from .metrics import plot_rl_metrics
 from .grpo_loss import ADVANTAGES, IMPORTANCE_LEVELS, KL_ESTIMATORS, LOSS_TYPES, advantages, policy_loss, token_weights
+from .metrics import plot_rl_metrics
 from .rl_rewards import REWARD_FUNCTIONS, OverlongPenalty, combine_rewards, reward_name
 from .rollouts import Rollouts, entropy, policy_logprobs, sample_groups
 
@@ -321,6 +325,10 @@ class GRPOTask:
                                       eps_low=cfg.eps_low, eps_high=cfg.eps_high, delta=cfg.delta,
                                       level=cfg.importance_level, beta=cfg.beta, kl_estimator=cfg.kl_estimator,
                                       ref_logp=None if batch["ref_logp"] is None else batch["ref_logp"][idx])
+            value = float(loss.item())
+            if not math.isfinite(value):      # before any backward: name where it began, change no weight
+                raise loop.non_finite_error(step, f"the GRPO loss is {value}; the first NaN / Inf comes from "
+                                                  f"{loop.first_non_finite(loss)}")
             shard_stats.append({**stats, **extra})
             # data_parallel_backward scales a shard by its share of the rows; the weights already
             # hold the whole step's normalization, so that share is undone here

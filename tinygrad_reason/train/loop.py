@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 
 from ..io.checkpoint import load_checkpoint, save_checkpoint
+from ..tensor import topological_order
 from ..optim import AdamW, clip_grad_norm, decay_groups, global_grad_norm, warmup_cosine
 from .metrics import log_metrics, plot_metrics
 from .progress import Progress
@@ -72,8 +73,17 @@ class NonFiniteError(FloatingPointError):
     """A NaN or Inf in a step's loss or gradients; raised before the weights change."""
 
 
-def _non_finite(step: int, what: str) -> NonFiniteError:
+def non_finite_error(step: int, what: str) -> NonFiniteError:
     return NonFiniteError(f"step {step + 1}: {what}; no weight was changed (the last checkpoint stays as it was)")
+
+
+def first_non_finite(root) -> str:
+    """Where a non-finite value in `root`'s graph began: the earliest-computed tensor holding NaN or
+    Inf, named by its op and shape (a leaf: a parameter or input that already held it)."""
+    for t in reversed(topological_order([root])):
+        if not bool(t.xp.isfinite(t.data).all()):
+            return f"op {t.op} {t.shape}" if t.op else f"a leaf tensor {t.shape} (a parameter or input)"
+    return "no tensor of the graph (only the final reduction overflowed)"
 
 
 def _check_gradients(step: int, norm: float, named_params) -> None:
@@ -82,8 +92,8 @@ def _check_gradients(step: int, norm: float, named_params) -> None:
         return
     for name, p in named_params:
         if p.grad is not None and not bool(p.xp.isfinite(p.grad.data).all()):
-            raise _non_finite(step, f"the gradient of {name} {p.shape} holds NaN or Inf")
-    raise _non_finite(step, f"the gradients' global norm is {norm}")
+            raise non_finite_error(step, f"the gradient of {name} {p.shape} holds NaN or Inf")
+    raise non_finite_error(step, f"the gradients' global norm is {norm}")
 
 
 def run(model, task, cfg: LoopConfig, score: str = "accuracy", label: str = "step") -> dict:
@@ -111,7 +121,7 @@ def run(model, task, cfg: LoopConfig, score: str = "accuracy", label: str = "ste
                 totals[k] = totals.get(k, 0) + v
         loss = float(totals.get("loss", 0.0))
         if not math.isfinite(loss):
-            raise _non_finite(step, f"the loss is {loss}")
+            raise non_finite_error(step, f"the loss is {loss}")
         grad_norm = clip_grad_norm(params, cfg.clip) if cfg.clip else global_grad_norm(params)
         _check_gradients(step, grad_norm, named)
         opt.step()
