@@ -128,7 +128,8 @@ def run(model, task, cfg: LoopConfig, score: str = "accuracy", label: str = "ste
         tokens += int(totals.get("tokens", 0))
         now = time.perf_counter()
         tps = tokens / max(now - t_last, 1e-9)
-        progress.update(done, f"loss {loss:.4f} {tps:,.0f} tok/s")
+        shown = f" reward {totals['reward']:.3f}" if "reward" in totals else ""     # an RL task's rollout reward
+        progress.update(done, f"loss {loss:.4f}{shown} {tps:,.0f} tok/s")
         if step % cfg.log_every == 0:
             log_metrics(cfg.log_path, {"kind": "train", "step": step, "loss": loss, "lr": opt.param_groups[0]["lr"],
                                        "tokens_per_s": tps, "grad_norm": grad_norm,
