@@ -333,7 +333,7 @@ def test_reward_functions_follow_trls_interface():
         return [None, 0.5]
 
     correctness = CorrectnessReward()
-    total, per, _ = combine_rewards([correctness, spy], [1.0, 2.0], ["p", "q"],
+    total, per = combine_rewards([correctness, spy], [1.0, 2.0], ["p", "q"],
                                     ["<|answer|> 4<|endoftext|>", "<|answer|> 5"], [[1], [2]],
                                     {"answer": ["4", "4"], "question": ["a", "b"]})
     assert seen["answer"] == ["4", "4"] and seen["question"] == ["a", "b"] and seen["prompts"] == ["p", "q"]
@@ -358,6 +358,7 @@ def test_concat_rollouts_pads_and_renumbers_groups():
     model = tiny()
     cfg = SamplingConfig(temperature=1.0, max_new_tokens=8, stop_ids=(0,), seed=0, pad_id=1)
     a, b = sample_groups(model, [[2, 3]], 2, cfg), sample_groups(model, [[4], [5]], 2, cfg, first_seed=9)
-    c = concat_rollouts([a, b])
+    c = concat_rollouts([a, b], pad_id=1)
+    assert np.all(c.tokens[~c.real] == 1)
     assert c.group.tolist() == [0, 0, 1, 1, 2, 2] and c.tokens.shape[1] == max(a.tokens.shape[1], b.tokens.shape[1])
     assert c.completions == a.completions + b.completions and c.real.sum() == a.real.sum() + b.real.sum()

@@ -12,6 +12,7 @@ OOD splits, with the policy run's beside it and a two-proportion p-value). So `e
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -57,7 +58,7 @@ HELP = {
 
 def _parse(field: dataclasses.Field, default):
     """argparse `type` for a GRPOConfig field, from its default."""
-    if field.name in ("rewards",):
+    if field.name == "rewards":
         return lambda s: tuple(x.strip() for x in s.split(",") if x.strip())
     if field.name == "reward_weights":
         return lambda s: tuple(float(x) for x in s.split(","))
@@ -154,7 +155,7 @@ def _policy_results(run: str, tok, splits, cfg) -> dict:
 def add_parser(sub, common) -> None:
     from ..train.grpo import GRPOConfig
     p = sub.add_parser("rl", help="GRPO on a trained chain-of-thought run",
-                       description=__doc__, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, help="the chain-of-thought run to start from (train --format cot)")
     p.add_argument("--out", required=True, help="output run directory (a checkpoint there is resumed)")
     p.add_argument("--threads", type=int, help="BLAS and kernel threads")

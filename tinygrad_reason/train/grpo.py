@@ -149,8 +149,8 @@ def _dropout_off(model):
         model.train(was)
 
 
-def concat_rollouts(parts: list) -> Rollouts:
-    """One Rollouts of several (groups renumbered, (N, T) arrays padded to the longest)."""
+def concat_rollouts(parts: list, pad_id: int = 0) -> Rollouts:
+    """One Rollouts of several (groups renumbered, (N, T) arrays padded to the longest, tokens with pad_id)."""
     if len(parts) == 1:
         return parts[0]
     t = max(p.tokens.shape[1] for p in parts)
@@ -162,7 +162,6 @@ def concat_rollouts(parts: list) -> Rollouts:
     for p in parts:
         groups.append(p.group + offset)
         offset += int(p.group.max()) + 1 if len(p.group) else 0
-    pad_id = int(parts[0].tokens[~parts[0].real][0]) if (~parts[0].real).any() else 0
     return Rollouts(sum((p.prompts for p in parts), []), sum((p.completions for p in parts), []),
                     np.concatenate(groups), np.concatenate([pad(p.sampler_logprobs, 0.0) for p in parts]),
                     np.concatenate([pad(p.tokens, pad_id) for p in parts]),
@@ -210,12 +209,14 @@ class GRPOTask:
         self.tool = CalculatorTool(tok) if cfg.tool else None
         self.sampler = np.random.default_rng(cfg.seed)
         self.rows_drawn = 0
+        self.params = [p for p in model.parameters() if p.requires_grad]
         self.batch = None
         self._mismatch = 0.0
 
     # ------------------------------------------------------------------ rollouts
     def _generate(self, n_prompts: int) -> tuple:
-        """n_prompts new problems, G completions each, rewarded: (rollouts, records, total, per-function)."""
+        """n_prompts new problems, G completions each, rewarded: (rollouts, total reward (N,),
+        per-function rewards (N, K), seconds spent decoding and rewarding)."""
         cfg = self.cfg
         idx = self.sampler.integers(0, len(self.records), size=n_prompts)
         ro = sample_groups(self.model, [self.prompts[i] for i in idx], cfg.num_generations, self.sampling,
@@ -228,13 +229,13 @@ class GRPOTask:
                    "finish_reason": ro.finish_reasons}
         texts = [self.tok.decode(c) for c in ro.completions]
         prompts = [self.tok.decode(p) for p in ro.prompts]
-        total, per, _ = combine_rewards(self.reward_funcs, self.reward_weights, prompts, texts, ro.completions, columns)
+        total, per = combine_rewards(self.reward_funcs, self.reward_weights, prompts, texts, ro.completions, columns)
         return ro, total, per, time.perf_counter() - t0
 
     def _new_batch(self) -> dict:
         cfg, g = self.cfg, self.cfg.num_generations
         t0 = time.perf_counter()
-        kept, totals, pers, grading, generated = [], [], [], 0.0, 0
+        kept, totals, grading, generated = [], [], 0.0, 0
         all_total, all_per, all_lengths, all_trunc = [], [], [], []
         need, rounds = cfg.prompts_per_step, 0
         while need > 0 and rounds < (cfg.dynamic_max_rounds if cfg.dynamic_sampling else 1):
@@ -249,7 +250,7 @@ class GRPOTask:
                 groups = groups[spread]
             rows = (groups[:, None] * g + np.arange(g)[None, :]).reshape(-1)
             if len(rows):
-                kept.append(ro.select(rows)), totals.append(total[rows]), pers.append(per[rows])
+                kept.append(ro.select(rows)), totals.append(total[rows])
             need -= len(groups)
         rollout_time = time.perf_counter() - t0 - grading
         total_all, per_all = np.concatenate(all_total), np.concatenate(all_per)
@@ -270,16 +271,16 @@ class GRPOTask:
             name = reward_name(fn)
             metrics[f"rewards/{name}/mean"] = float(np.nanmean(col)) if np.isfinite(col).any() else float("nan")
             metrics[f"rewards/{name}/std"] = float(np.nanstd(col, ddof=1)) if np.isfinite(col).sum() > 1 else 0.0
-        if "correctness" in [reward_name(f) for f in self.reward_funcs]:
-            k = [reward_name(f) for f in self.reward_funcs].index("correctness")
-            right = np.nan_to_num(per_all[:, k]) > 0
+        names = [reward_name(f) for f in self.reward_funcs]
+        if "correctness" in names:
+            right = np.nan_to_num(per_all[:, names.index("correctness")]) > 0
             wrong_lengths = lengths[~right]
             metrics["incorrect_length_mean"] = float(wrong_lengths.mean()) if len(wrong_lengths) else float("nan")
             metrics["correct_length_mean"] = float(lengths[right].mean()) if right.any() else float("nan")
         metrics["groups"] = sum(len(t) for t in totals) // g
         if not kept:
             return {"rollouts": None, "metrics": metrics}
-        ro, total = concat_rollouts(kept), np.concatenate(totals)
+        ro, total = concat_rollouts(kept, self.sampling.pad_id), np.concatenate(totals)
         mask = ro.loss_mask(cfg.mask_truncated)
         batch = {"rollouts": ro, "advantages": advantages(total, g, cfg.advantage), "mask": mask,
                  "weights": token_weights(mask, cfg.loss_type, cfg.max_completion_length),
@@ -334,10 +335,9 @@ class GRPOTask:
             # hold the whole step's normalization, so that share is undone here
             return loss * (len(rows) / len(idx))
 
-        params = [p for p in self.model.parameters() if p.requires_grad]
         with _dropout_off(self.model):
             if cfg.data_parallel:
-                loss = data_parallel_backward(shard_loss, (rows,), params)
+                loss = data_parallel_backward(shard_loss, (rows,), self.params)
             else:
                 scaled = shard_loss(rows)
                 scaled.backward()

@@ -19,7 +19,6 @@ Built in (REWARD_FUNCTIONS; the trainer names them by these keys):
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 
@@ -81,13 +80,12 @@ def reward_name(fn) -> str:
 
 def combine_rewards(funcs, weights, prompts, completions, completion_ids, columns: dict) -> tuple:
     """Call every reward function once on the batch -> (total (N,), per-function (N, K) with NaN
-    where a function returned None, seconds). A function that returns the wrong number of values,
+    where a function returned None). A function that returns the wrong number of values,
     or a value that is not a finite number or None, is an error naming it."""
     n = len(completions)
     if len(weights) != len(funcs):
         raise ValueError(f"rewards: {len(weights)} weights for {len(funcs)} reward functions")
     per = np.full((n, len(funcs)), np.nan)
-    t0 = time.perf_counter()
     for k, fn in enumerate(funcs):
         values = fn(prompts=prompts, completions=completions, completion_ids=completion_ids, **columns)
         values = list(values)
@@ -103,4 +101,4 @@ def combine_rewards(funcs, weights, prompts, completions, completion_ids, column
             per[i, k] = float(v)
     w = np.asarray(weights, dtype=np.float64)
     total = np.nansum(per * w[None, :], axis=1)
-    return total, per, time.perf_counter() - t0
+    return total, per
