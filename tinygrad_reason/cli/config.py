@@ -27,8 +27,9 @@ class CLIError(Exception):
 
 
 # ------------------------------------------------------------------ configs
-def load_config(path: str | None, overrides=()) -> dict:
-    cfg = copy.deepcopy(DEFAULT_CONFIG)
+def load_config(path: str | None, overrides=(), base: dict | None = None) -> dict:
+    """`base` (default DEFAULT_CONFIG), then the file at `path`, then the overrides."""
+    cfg = copy.deepcopy(DEFAULT_CONFIG if base is None else base)
     if path:
         if not os.path.exists(path):
             raise CLIError(f"config file {path} does not exist")
