@@ -153,10 +153,15 @@ class Pipeline:
 
     def _command(self, argv: list) -> None:
         """Run one of the documented subcommands in this process (errors propagate as CLIError)."""
-        from . import build_parser
+        import argparse
+        from . import rl, verifier     # not the package's build_parser: cli/__init__ imports this module
         if self.threads:
             argv = [*argv, "--threads", str(self.threads)]
-        args = build_parser().parse_args(argv)
+        parser = argparse.ArgumentParser(prog="tinygrad-reason")
+        sub = parser.add_subparsers(dest="command", required=True)
+        for command in (verifier, rl):
+            command.add_parser(sub, None)
+        args = parser.parse_args(argv)
         args.func(args)
 
     # the plan, and an ETA from it
