@@ -359,10 +359,9 @@ def cmd_pipeline(args) -> None:
         cfg = pipeline_config(args.config, args.set or (), args.quick, seed)
         if args.device is not None:
             cfg["device"] = args.device
-        report = Pipeline(cfg, out, args.threads, log=lambda m: print(m, file=sys.stderr, flush=True)).run(args.start)
+        Pipeline(cfg, out, args.threads, log=lambda m: print(m, file=sys.stderr, flush=True)).run(args.start)
         with open(os.path.join(out, "table.md")) as f:
             print(f.read(), end="")
-        del report
     if seeds is not None and len(seeds) > 1:
         from .pipeline_report import write_spread
         print(write_spread([out for _, out in runs], args.out), end="")
