@@ -52,14 +52,14 @@ PIPELINE_DEFAULTS = {
     "grpo_eval_every": 100,
 }
 
-# --quick: the same stages on the 2-3 step task with short budgets and 200-problem splits; the
+# --quick: the same stages on the 2-3 step task with short budgets, 200 test and 100 OOD problems; the
 # numbers show the pipeline working, not the effects (the default mode measures those)
 QUICK = {
-    "task": {"n_train": 6000, "n_test": 200, "n_ood": 200},
-    "train": {"steps": 600, "warmup": 30, "eval_every": 300, "eval_size": 100},
-    "direct_steps": 300,
-    "pipeline": {"paths": 4, "refine_rounds": 1, "label_problems": 200, "label_samples": 4, "prm_steps": 40,
-                 "grpo_steps": 30, "grpo_prompts": 8, "grpo_eval_every": 30},
+    "task": {"n_train": 6000, "n_test": 200, "n_ood": 100},
+    "train": {"steps": 600, "warmup": 30, "eval_every": 600, "eval_size": 100},
+    "direct_steps": 200,
+    "pipeline": {"paths": 4, "refine_rounds": 1, "label_problems": 200, "label_samples": 4, "prm_steps": 30,
+                 "grpo_steps": 20, "grpo_prompts": 8, "grpo_eval_every": 20},
 }
 
 # Which stage a config key first reaches: a change there redoes that stage and the ones after it.
@@ -345,8 +345,9 @@ def parse_seeds(text: str) -> list:
 def cmd_pipeline(args) -> None:
     if args.start is not None and args.start not in STAGES:
         raise CLIError(f"--from must be one of {', '.join(STAGES)}, got {args.start!r}")
-    if args.threads is not None:
-        setup_threads({"threads": args.threads})
+    if args.threads is None:     # our own kernels default to one thread; the pipeline uses the machine
+        args.threads = os.cpu_count() or 1
+    setup_threads({"threads": args.threads})
     if args.device is not None and args.device != "cpu":
         from ..backend import check_device
         try:
@@ -373,7 +374,7 @@ def add_parser(sub, common) -> None:
                                         "-> verifier -> GRPO, every gain with its confidence",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="run directory (finished stages in it are skipped)")
-    p.add_argument("--quick", action="store_true", help="short budgets and 200-problem splits: minutes, not an hour")
+    p.add_argument("--quick", action="store_true", help="short budgets, 200 test and 100 OOD problems: under 10 minutes on 2 cores")
     p.add_argument("--from", dest="start", metavar="STAGE", help=f"redo STAGE and every stage after it ({', '.join(STAGES)})")
     p.add_argument("--seeds", help="run once per seed in OUT/seed-S and write the spread (mean and range) of each row, "
                                    "e.g. 0,1,2")
@@ -382,5 +383,6 @@ def add_parser(sub, common) -> None:
                    help="override one value, e.g. --set pipeline.grpo_steps=300 or --set train.steps=800")
     p.add_argument("--seed", type=int, default=0, help="seed of splits, initialisation and sampling (default 0)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="where the models run (cuda needs CuPy)")
-    p.add_argument("--threads", type=int, help="BLAS and kernel threads")
+    p.add_argument("--threads", type=int, help="BLAS and kernel threads (default: every core; run seeds side by "
+                                               "side with 1 each)")
     p.set_defaults(func=cmd_pipeline)
