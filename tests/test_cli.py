@@ -411,7 +411,8 @@ OPTIONS = {
     "train": ["--config", "--set", "--seed", "--device", "--steps", "--threads", "--format", "--out"],
     "eval": ["--run", "--split", "--n", "--out", "--methods", "--curve", "--temperature", "--seed", "--threads",
              "--orm", "--prm", "--search-expand", "--search-beam"],
-    "sample": ["--run", "--question", "--temperature", "--top-k", "--top-p", "--max-new-tokens", "--seed"],
+    "sample": ["--run", "--question", "--temperature", "--top-k", "--top-p", "--max-new-tokens", "--seed",
+               "--model", "--chat", "--system"],
     "compare": ["--config", "--set", "--seed", "--device", "--steps", "--threads", "--out"],
 }
 

@@ -1,4 +1,4 @@
-"""The `tinygrad-reason` command line: train, eval, sample, compare, verifier, rl, pipeline.
+"""The `tinygrad-reason` command line: train, eval, sample, compare, verifier, rl, pipeline, models.
 
     tinygrad-reason train --format cot --out runs/cot                  # the built-in arithmetic task
     tinygrad-reason train --config my.toml --set train.steps=500 --out runs/x
@@ -12,6 +12,8 @@
     tinygrad-reason verifier eval --run runs/cot --prm runs/prm --curve 1,4,16   # best-of-N vs majority vote
     tinygrad-reason rl --run runs/cot --out runs/grpo                  # GRPO from the chain-of-thought run
     tinygrad-reason pipeline --quick --out runs/pipeline               # every stage, one table
+    tinygrad-reason models fetch smollm2-135m                          # the one command that downloads
+    tinygrad-reason sample --model smollm2-135m --chat "What is 17 + 25?"   # a real pretrained model
 
 A run directory holds config.json (the resolved config), tokenizer.json, checkpoint/, metrics.jsonl,
 curves.png (with matplotlib) and results.json. Configs are JSON or TOML files with the sections
@@ -23,13 +25,13 @@ import argparse
 import os
 import sys
 
-from . import compare, pipeline, rl, sample, train, verifier
+from . import compare, models, pipeline, rl, sample, train, verifier
 from . import eval as eval_command
 from .compare import comparison_table, run_compare  # noqa: F401
 from .config import DEFAULT_CONFIG, CLIError, config_from_args, load_config, setup_threads  # noqa: F401
 from .runs import build_model, build_splits, build_tokenizer, load_run, run_training  # noqa: F401
 
-COMMANDS = (train, eval_command, sample, compare, verifier, rl, pipeline)   # one file per subcommand, each with add_parser
+COMMANDS = (train, eval_command, sample, compare, verifier, rl, pipeline, models)   # one file per subcommand, each with add_parser
 
 
 def build_parser() -> argparse.ArgumentParser:

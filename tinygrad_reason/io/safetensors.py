@@ -4,7 +4,9 @@ Layout: an 8-byte little-endian u64 N, then N bytes of UTF-8 JSON (padded with s
 of 8) mapping each tensor name to {"dtype", "shape", "data_offsets": [begin, end]} plus an optional
 "__metadata__" {str: str}; then the raw little-endian bytes of the tensors, back to back, with the
 offsets counted from the end of the header. Files written here load with safetensors.numpy /
-safetensors.torch, and files they write load here (BF16 too, widened to float32).
+safetensors.torch, and files they write load here (BF16 too, widened to float32). read_tensor_infos
+checks a header without reading data, and iter_file reads a file one tensor at a time, for loaders that
+must not hold a whole multi-gigabyte shard in memory (models/hf_folder.py).
 
 Writes are atomic: a temp file in the same directory, flushed and fsynced, then os.replace, then the
 directory fsynced; a reader sees the old file or the new one, never a part.
@@ -158,6 +160,18 @@ def read_metadata(path) -> dict | None:
     return metadata
 
 
+def _decode(buf, offset: int, dtype: str, shape: tuple, nbytes: int) -> np.ndarray:
+    """The array of one tensor whose bytes lie at buf[offset:offset + nbytes], in native byte order
+    (BF16 widened to float32)."""
+    disk = _DTYPES[dtype]
+    arr = np.frombuffer(buf, dtype=disk, count=nbytes // disk.itemsize, offset=offset).reshape(shape)
+    if dtype == "BF16":
+        return (arr.astype(np.uint32) << 16).view(np.float32)
+    if not arr.dtype.isnative or offset % disk.itemsize:
+        return arr.astype(disk.newbyteorder("="))        # native byte order, aligned copy
+    return arr
+
+
 def load_file(path) -> dict:
     """{name: numpy array} from a safetensors file, in header order; arrays are writable.
     BF16 tensors come back as float32 (exact: bfloat16 is the top half of a float32)."""
@@ -170,14 +184,32 @@ def load_file(path) -> dict:
     if got != size:
         raise SafetensorsError(f"safetensors file {os.fspath(path)!r}: truncated while reading "
                                f"({got} of {size} bytes)")
-    out = {}
-    for begin, end, name, dtype, shape in entries:          # header order
-        disk = _DTYPES[dtype]
-        count = (end - begin) // disk.itemsize
-        arr = np.frombuffer(buf, dtype=disk, count=count, offset=start + begin).reshape(shape)
-        if dtype == "BF16":
-            arr = (arr.astype(np.uint32) << 16).view(np.float32)
-        elif not arr.dtype.isnative or (start + begin) % disk.itemsize:
-            arr = arr.astype(disk.newbyteorder("="))     # native byte order, aligned copy
-        out[name] = arr
-    return out
+    return {name: _decode(buf, start + begin, dtype, shape, end - begin)      # header order
+            for begin, end, name, dtype, shape in entries}
+
+
+def read_tensor_infos(path) -> dict:
+    """{name: (safetensors dtype name, shape)} from a file's header, in header order, without reading
+    any tensor data. The header is validated as load_file does (offsets, sizes against the file size),
+    so a truncated or corrupt file fails here."""
+    with open(path, "rb") as f:
+        _, entries, _ = _read_header(path, f, os.fstat(f.fileno()).st_size)
+    return {name: (dtype, shape) for _, _, name, dtype, shape in entries}
+
+
+def iter_file(path, names=None):
+    """Yield (name, array) one tensor at a time, in the order of the data in the file, reading only
+    that tensor's bytes: a caller that keeps what it needs and drops the rest holds one tensor, not
+    the file. names: only these tensors (all by default). Arrays are writable, BF16 as float32."""
+    with open(path, "rb") as f:
+        _, entries, start = _read_header(path, f, os.fstat(f.fileno()).st_size)
+        for begin, end, name, dtype, shape in sorted(entries):
+            if names is not None and name not in names:
+                continue
+            f.seek(start + begin)
+            buf = bytearray(end - begin)
+            got = f.readinto(buf)
+            if got != end - begin:
+                raise SafetensorsError(f"safetensors file {os.fspath(path)!r}: tensor {name!r}: truncated while "
+                                       f"reading ({got} of {end - begin} bytes)")
+            yield name, _decode(buf, 0, dtype, shape, end - begin)

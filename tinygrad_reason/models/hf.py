@@ -1,23 +1,31 @@
-"""Hugging Face Llama, Qwen2 and Qwen3 checkpoints as our Transformer.
+"""Hugging Face Llama, Qwen2, Qwen3 and GPT-2 checkpoints as our Transformer.
 
-config_from_hf reads a `config.json` dict (either transformers 5's `rope_parameters` form or the older
-top-level `rope_theta` / `rope_scaling`) and refuses, naming the field, anything our transformer would
-compute differently: another activation, sliding-window layers, partial or unsupported RoPE, attention
-dropout, quantized weights. A key the dict leaves out takes the default of transformers' config class
-for that model type, as from_pretrained would, except the sizes, which must be given.
+config_from_hf reads a `config.json` dict (for the Llama family either transformers 5's
+`rope_parameters` form or the older top-level `rope_theta` / `rope_scaling`) and refuses, naming the
+field, anything our transformer would compute differently: another activation, sliding-window layers,
+partial or unsupported RoPE, attention dropout, quantized weights; for GPT-2 also attention scaled by
+layer index or not at all, cross-attention, unequal dropouts. A key the dict leaves out takes the
+default of transformers' config class for that model type, as from_pretrained would, except the
+sizes, which must be given.
 
-hf_name / our_name translate parameter names, and load_hf_weights copies a HF state dict (name ->
-array) into a model, all or nothing.
+GPT-2's GELU is the tanh approximation (gelu_new): TransformerConfig.gelu_approximate="tanh".
+
+checkpoint_layout says which tensors a checkpoint for a model holds (HF names, shapes in the file) and
+which of our parameters each fills: one to one for the Llama family (hf_name / our_name translate the
+names), while GPT-2 stores its projections as Conv1D weights (in, out), transposed here, and q, k, v
+fused in one c_attn tensor, split here. load_hf_weights copies a HF state dict (name -> array) into a
+model, all or nothing; models/hf_folder.py loads a checkpoint folder.
 """
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..nn import Transformer, TransformerConfig
 
-MODEL_TYPES = ("llama", "qwen2", "qwen3")
+MODEL_TYPES = ("llama", "qwen2", "qwen3", "gpt2")
 
 # transformers' class defaults (LlamaConfig, Qwen2Config, Qwen3Config) for the keys that change the math
 _DEFAULTS = {
@@ -36,10 +44,70 @@ def _fail(field: str, value, why: str):
 
 
 def config_from_hf(hf: dict) -> TransformerConfig:
-    """Our TransformerConfig for a Hugging Face config.json dict of model_type llama, qwen2 or qwen3."""
+    """Our TransformerConfig for a Hugging Face config.json dict of model_type llama, qwen2, qwen3 or gpt2."""
+    if not isinstance(hf, dict):
+        raise ValueError(f"config_from_hf: a config.json dict is needed, got {type(hf).__name__}")
     model_type = hf.get("model_type")
     if model_type not in MODEL_TYPES:
         _fail("model_type", model_type, f"supported are {MODEL_TYPES}")
+    if hf.get("quantization_config") is not None:
+        _fail("quantization_config", hf["quantization_config"], "quantized checkpoints are not supported")
+    return _gpt2_config(hf) if model_type == "gpt2" else _llama_config(hf, model_type)
+
+
+def model_from_hf(hf: dict, dtype=np.float32) -> Transformer:
+    """A Transformer (random weights) of the Hugging Face config."""
+    return Transformer(config_from_hf(hf), dtype)
+
+
+# GPT2Config's defaults for the keys that change the math, and the aliases it accepts (attribute_map)
+_GPT2_DEFAULTS = dict(n_inner=None, activation_function="gelu_new", resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1,
+                      layer_norm_epsilon=1e-5, scale_attn_weights=True, scale_attn_by_inverse_layer_idx=False,
+                      reorder_and_upcast_attn=False, add_cross_attention=False, tie_word_embeddings=True)
+_GPT2_ALIASES = dict(n_embd="hidden_size", n_positions="max_position_embeddings", n_head="num_attention_heads",
+                     n_layer="num_hidden_layers")
+# transformers' ACT2FN names for the two GELUs we compute: erf (exact) and the tanh approximation
+_GPT2_GELUS = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
+
+
+def _gpt2_config(hf: dict) -> TransformerConfig:
+    """GPT-2: learned positions, pre-norm LayerNorm with biases, GELU MLP, biases everywhere, attention
+    scaled by 1/sqrt(head_dim), lm_head tied by default. reorder_and_upcast_attn is accepted: it only
+    moves the scaling before the product and upcasts to float32, the same function in float32."""
+    hf = dict(hf)
+    for name, alias in _GPT2_ALIASES.items():
+        if hf.get(name) is None and hf.get(alias) is not None:
+            hf[name] = hf[alias]
+    missing = [k for k in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head") if hf.get(k) is None]
+    if missing:
+        raise ValueError(f"config_from_hf: the gpt2 config has no {missing}")
+    get = {**_GPT2_DEFAULTS, **hf}.get
+    act = get("activation_function")
+    if act not in _GPT2_GELUS:
+        _fail("activation_function", act, f"supported are {sorted(_GPT2_GELUS)}")
+    if not get("scale_attn_weights"):
+        _fail("scale_attn_weights", get("scale_attn_weights"), "unscaled attention scores are not supported")
+    if get("scale_attn_by_inverse_layer_idx"):
+        _fail("scale_attn_by_inverse_layer_idx", True, "attention scaled by 1 / (layer + 1) is not supported")
+    if get("add_cross_attention"):
+        _fail("add_cross_attention", True, "cross-attention layers are not supported")
+    drops = {k: float(get(k)) for k in ("embd_pdrop", "attn_pdrop", "resid_pdrop")}
+    if len(set(drops.values())) > 1:
+        _fail("attn_pdrop", drops, "TransformerConfig.dropout is one rate for the embeddings, the attention "
+              "weights and the residual branches; these differ")
+    d, heads = get("n_embd"), get("n_head")
+    if d % heads:
+        _fail("n_head", heads, f"must divide n_embd ({d})")
+    cfg = TransformerConfig.gpt(vocab_size=get("vocab_size"), context_length=get("n_positions"), d_model=d,
+                                n_layers=get("n_layer"), n_heads=heads, positions="learned",
+                                mlp_hidden=get("n_inner") or 4 * d, tie_embeddings=bool(get("tie_word_embeddings")),
+                                norm_eps=float(get("layer_norm_epsilon")), dropout=drops["attn_pdrop"],
+                                gelu_approximate=_GPT2_GELUS[act])
+    return cfg
+
+
+def _llama_config(hf: dict, model_type: str) -> TransformerConfig:
+    """Llama, Qwen2 and Qwen3: RoPE, RMSNorm, SwiGLU."""
     missing = [k for k in _REQUIRED if hf.get(k) is None]
     if missing:
         raise ValueError(f"config_from_hf: the {model_type} config has no {missing}")
@@ -50,8 +118,6 @@ def config_from_hf(hf: dict) -> TransformerConfig:
     if get("attention_dropout"):
         _fail("attention_dropout", get("attention_dropout"), "dropout on the attention weights alone is not "
               "expressible (TransformerConfig.dropout also drops the residual branches)")
-    if hf.get("quantization_config") is not None:
-        _fail("quantization_config", hf["quantization_config"], "quantized checkpoints are not supported")
     if model_type != "llama":          # LlamaModel has no sliding window; the Qwen models read these
         _check_full_attention(get)
 
@@ -146,34 +212,128 @@ def our_name(hf_name: str) -> str:
     return _translate(hf_name, _TOP_OURS, _BLOCK_OURS, "model.layers.", "blocks.", "tinygrad_reason")
 
 
+# ------------------------------------------------------------------ checkpoint layouts
+@dataclass(frozen=True)
+class HFTensor:
+    """One tensor of a Hugging Face checkpoint: its shape in the file and the parameters of ours it
+    fills. With several targets the (transposed) tensor is split along its first axis into them, in
+    order (GPT-2's fused c_attn -> q, k, v); transpose: a Conv1D weight, stored (in, out)."""
+    shape: tuple
+    targets: tuple
+    transpose: bool = False
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a checkpoint for one model holds. tensors: HF name -> HFTensor, every one required.
+    tied_head: (head name, embedding name) when the model ties its embeddings: the file may also hold
+    the head, which must then equal the embedding. prefix: GPT2Model's own files (the original GPT-2
+    checkpoint among them) name the tensors without GPT2LMHeadModel's "transformer." prefix; canonical()
+    adds it. ignored: buffers older files hold that are no parameters (GPT-2's constant causal mask)."""
+    tensors: dict
+    tied_head: tuple | None = None
+    prefix: str = ""
+    ignored: str | None = None          # a regex over canonical names
+
+    def canonical(self, name: str) -> str:
+        if self.prefix and not name.startswith(self.prefix) and name != "lm_head.weight":
+            return self.prefix + name
+        return name
+
+    def is_ignored(self, name: str) -> bool:
+        return self.ignored is not None and re.fullmatch(self.ignored, self.canonical(name)) is not None
+
+    def convert(self, name: str, array) -> list:
+        """[(our name, array)] for the file's tensor `name` (canonical), views where possible."""
+        spec = self.tensors[name]
+        arr = np.asarray(array)
+        if spec.transpose:
+            arr = arr.T
+        if len(spec.targets) == 1:
+            return [(spec.targets[0], arr)]
+        parts = np.split(arr, len(spec.targets), axis=0)      # equal sizes: GPT-2 has no GQA
+        return list(zip(spec.targets, parts))
+
+
+def checkpoint_layout(model: Transformer) -> Layout:
+    """The Hugging Face layout of a checkpoint for `model`, found from its config: the Llama family
+    (RoPE, RMSNorm, SwiGLU) or GPT-2 (learned positions, LayerNorm, GELU, biases, plain multi-head)."""
+    cfg, own = model.cfg, model.state_dict()
+    if (cfg.positions, cfg.norm, cfg.mlp) == ("rope", "rmsnorm", "swiglu"):
+        tensors = {hf_name(k): HFTensor(tuple(v.shape), (k,)) for k, v in own.items()}
+        tied = ("lm_head.weight", "model.embed_tokens.weight") if model.lm_head is None else None
+        return Layout(tensors, tied)
+    gpt2 = (cfg.positions == "learned" and cfg.norm == "layernorm" and cfg.mlp == "gelu" and cfg.bias
+            and cfg.qkv_bias and cfg.o_bias and cfg.mlp_bias and cfg.n_kv_heads == cfg.n_heads
+            and cfg.head_dim * cfg.n_heads == cfg.d_model and not cfg.qk_norm)
+    if not gpt2:
+        raise ValueError("checkpoint_layout: this TransformerConfig matches no Hugging Face family here (Llama / "
+                         "Qwen: rope + rmsnorm + swiglu; GPT-2: learned positions + layernorm + gelu with biases)")
+    return Layout(_gpt2_tensors(cfg, own), ("lm_head.weight", "transformer.wte.weight")
+                  if model.lm_head is None else None, prefix="transformer.",
+                  ignored=r"transformer\.h\.\d+\.attn\.(bias|masked_bias)")
+
+
+def _gpt2_tensors(cfg: TransformerConfig, own: dict) -> dict:
+    d, inner = cfg.d_model, cfg.mlp_hidden
+    out = {"transformer.wte.weight": HFTensor((cfg.vocab_size, d), ("tok_emb.weight",)),
+           "transformer.wpe.weight": HFTensor((cfg.context_length, d), ("pos_emb.weight",)),
+           "transformer.ln_f.weight": HFTensor((d,), ("norm.weight",)),
+           "transformer.ln_f.bias": HFTensor((d,), ("norm.bias",))}
+    for i in range(cfg.n_layers):
+        h, b = f"transformer.h.{i}.", f"blocks.{i}."
+        qkv = tuple(f"{b}attn.{p}_proj" for p in "qkv")
+        out.update({
+            h + "ln_1.weight": HFTensor((d,), (b + "attn_norm.weight",)),
+            h + "ln_1.bias": HFTensor((d,), (b + "attn_norm.bias",)),
+            h + "attn.c_attn.weight": HFTensor((d, 3 * d), tuple(f"{p}.weight" for p in qkv), True),
+            h + "attn.c_attn.bias": HFTensor((3 * d,), tuple(f"{p}.bias" for p in qkv)),
+            h + "attn.c_proj.weight": HFTensor((d, d), (b + "attn.o_proj.weight",), True),
+            h + "attn.c_proj.bias": HFTensor((d,), (b + "attn.o_proj.bias",)),
+            h + "ln_2.weight": HFTensor((d,), (b + "mlp_norm.weight",)),
+            h + "ln_2.bias": HFTensor((d,), (b + "mlp_norm.bias",)),
+            h + "mlp.c_fc.weight": HFTensor((d, inner), (b + "mlp.fc.weight",), True),
+            h + "mlp.c_fc.bias": HFTensor((inner,), (b + "mlp.fc.bias",)),
+            h + "mlp.c_proj.weight": HFTensor((inner, d), (b + "mlp.proj.weight",), True),
+            h + "mlp.c_proj.bias": HFTensor((d,), (b + "mlp.proj.bias",)),
+        })
+    if "lm_head.weight" in own:
+        out["lm_head.weight"] = HFTensor((cfg.vocab_size, d), ("lm_head.weight",))
+    targets = sorted(t for spec in out.values() for t in spec.targets)
+    if targets != sorted(own):          # the layout must fill exactly the model's parameters
+        raise AssertionError(f"GPT-2 layout vs model: {sorted(set(own) ^ set(targets))}")
+    return out
+
+
 def load_hf_weights(model: Transformer, tensors: dict) -> None:
     """Copy a Hugging Face state dict (name -> array) into `model`, cast to its dtype.
 
-    With tied embeddings the file may also hold lm_head.weight; it must then equal the embedding. Any
-    missing, unexpected or wrongly shaped tensor is an error naming them all (in HF names), and then
-    nothing is copied."""
-    tensors = dict(tensors)
-    if model.lm_head is None and "lm_head.weight" in tensors:
-        head, emb = tensors.pop("lm_head.weight"), tensors.get("model.embed_tokens.weight")
-        if emb is not None and not np.array_equal(np.asarray(head), np.asarray(emb)):
-            raise ValueError("load_hf_weights: the model ties its embeddings, but lm_head.weight differs from "
-                             "model.embed_tokens.weight")
-    own = model.state_dict()
-    state, unexpected = {}, []
+    With tied embeddings the file may also hold lm_head.weight; it must then equal the embedding.
+    GPT-2's names may come with or without the "transformer." prefix; its attn.bias / masked_bias
+    buffers are skipped. Any missing, unexpected or wrongly shaped tensor is an error naming them all
+    (in HF names), and then nothing is copied."""
+    layout = checkpoint_layout(model)
+    given, twice = {}, []
     for name, value in tensors.items():
-        try:
-            key = our_name(name)
-        except ValueError:
-            key = None
-        if key in own:
-            state[key] = value
-        else:
-            unexpected.append(name)
-    missing = [hf_name(k) for k in own if k not in state]
-    wrong = [f"{hf_name(k)}: file {tuple(np.shape(v))} vs model {tuple(own[k].shape)}"
-             for k, v in state.items() if tuple(np.shape(v)) != tuple(own[k].shape)]
-    if missing or unexpected or wrong:
-        parts = [f"{label}: {names}" for label, names in
-                 (("missing", missing), ("unexpected", unexpected), ("wrong shapes", wrong)) if names]
+        if layout.is_ignored(name):
+            continue
+        key = layout.canonical(name)
+        if key in given:                  # e.g. GPT-2's h.0.ln_1.weight beside transformer.h.0.ln_1.weight
+            twice.append(f"{given[key][0]} and {name}")
+        given[key] = (name, value)
+    if layout.tied_head is not None and layout.tied_head[0] in given:
+        head, emb = given.pop(layout.tied_head[0])[1], given.get(layout.tied_head[1])
+        if emb is not None and not np.array_equal(np.asarray(head), np.asarray(emb[1])):
+            raise ValueError(f"load_hf_weights: the model ties its embeddings, but {layout.tied_head[0]} differs "
+                             f"from {layout.tied_head[1]}")
+    unexpected = [orig for key, (orig, _) in given.items() if key not in layout.tensors]
+    missing = [key for key in layout.tensors if key not in given]
+    wrong = [f"{orig}: file {tuple(np.shape(v))} vs model {layout.tensors[key].shape}"
+             for key, (orig, v) in given.items()
+             if key in layout.tensors and tuple(np.shape(v)) != layout.tensors[key].shape]
+    if missing or unexpected or wrong or twice:
+        parts = [f"{label}: {names}" for label, names in (("missing", missing), ("unexpected", unexpected),
+                                                          ("wrong shapes", wrong), ("given twice", twice)) if names]
         raise ValueError("load_hf_weights: " + "; ".join(parts))
+    state = dict(pair for key, (_, v) in given.items() for pair in layout.convert(key, v))
     model.load_state_dict(state)          # checks again and copies everything, or nothing

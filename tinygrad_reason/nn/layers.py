@@ -118,9 +118,10 @@ class SiLU(Module):
 class MLP(Module):
     """The GPT feed-forward block: Linear(d, hidden) -> GELU -> Linear(hidden, d) -> dropout."""
 
-    def __init__(self, dim: int, hidden: int, bias: bool = True, dropout: float = 0.0, dtype=np.float32):
+    def __init__(self, dim: int, hidden: int, bias: bool = True, dropout: float = 0.0, dtype=np.float32,
+                 approximate: str = "none"):
         self.fc = Linear(dim, hidden, bias, dtype)
-        self.act = GELU()
+        self.act = GELU(approximate)
         self.proj = Linear(hidden, dim, bias, dtype)
         self.dropout = Dropout(dropout)
 

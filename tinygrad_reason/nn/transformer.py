@@ -47,6 +47,7 @@ class TransformerConfig:
     norm: str = "layernorm"
     mlp: str = "gelu"
     mlp_hidden: int | None = None        # None: 4 d for GELU, 8/3 d rounded up to 64 for SwiGLU
+    gelu_approximate: str = "none"       # the GELU MLP's GELU: "none" (exact erf) or "tanh" (GPT-2's gelu_new)
     bias: bool = True                    # the blocks' Linear and LayerNorm biases; the next three refine it
     qkv_bias: bool | None = None         # None: same as bias (Qwen2: True with bias=False)
     o_bias: bool | None = None           # None: same as bias
@@ -94,6 +95,11 @@ class TransformerConfig:
             raise ValueError(f"TransformerConfig.norm must be one of {NORMS}, got {self.norm!r}")
         if self.mlp not in MLPS:
             raise ValueError(f"TransformerConfig.mlp must be one of {MLPS}, got {self.mlp!r}")
+        if self.gelu_approximate not in ("none", "tanh"):
+            raise ValueError(f"TransformerConfig.gelu_approximate must be 'none' or 'tanh', got {self.gelu_approximate!r}")
+        if self.gelu_approximate != "none" and self.mlp != "gelu":
+            raise ValueError(f"TransformerConfig.gelu_approximate={self.gelu_approximate!r} is only read with "
+                             f"mlp='gelu', got mlp={self.mlp!r}")
         if self.mlp_hidden is None:
             self.mlp_hidden = 4 * self.d_model if self.mlp == "gelu" else 64 * math.ceil(8 * self.d_model / 3 / 64)
         if self.mlp_hidden <= 0:
@@ -205,8 +211,8 @@ class Block(Module):
         self.attn = CausalSelfAttention(cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.qkv_bias,
                                         cfg.o_bias, cfg.qk_norm, cfg.dropout, cfg.norm_eps, dtype, cfg.step_attention)
         self.mlp_norm = norm()
-        ff = MLP if cfg.mlp == "gelu" else SwiGLU
-        self.mlp = ff(cfg.d_model, cfg.mlp_hidden, cfg.mlp_bias, cfg.dropout, dtype)
+        self.mlp = MLP(cfg.d_model, cfg.mlp_hidden, cfg.mlp_bias, cfg.dropout, dtype, cfg.gelu_approximate) \
+            if cfg.mlp == "gelu" else SwiGLU(cfg.d_model, cfg.mlp_hidden, cfg.mlp_bias, cfg.dropout, dtype)
 
     def forward(self, x, rope=None, pad_mask=None, cache=None, layer=0, start=0, step=None):
         x = x + self.attn(self.attn_norm(x), rope, pad_mask, cache, layer, start, step)
