@@ -211,6 +211,15 @@ def write_model(path, kind: str, model, qtype=Q.F32, permute_qk: bool = True) ->
     return write_file(path, tensors, meta, arch=kind)
 
 
+def assert_same_logits(hf, ours, ids, tol=1e-5):
+    """Our logits within `tol` of the HF model's, relative to the largest logit."""
+    with torch.no_grad():
+        ref = hf(torch.tensor(ids)).logits.numpy()
+    with tg.no_grad():
+        got = ours(tg.Tensor(ids)).data
+    assert np.abs(got - ref).max() <= tol * np.abs(ref).max()
+
+
 @pytest.mark.parametrize("kind, tied", [("llama", False), ("llama", True), ("qwen2", False), ("qwen3", True)])
 def test_a_tiny_model_loads_equal_to_transformers(tmp_path, kind, tied):
     hf = hf_model(kind, tied)
@@ -218,12 +227,7 @@ def test_a_tiny_model_loads_equal_to_transformers(tmp_path, kind, tied):
     ours, cfg, meta = load_gguf(path)
     assert cfg.tie_embeddings == tied and cfg.qk_norm == (kind == "qwen3") and cfg.qkv_bias == (kind == "qwen2")
     assert cfg.n_kv_heads == KV and cfg.rope_base == 1000.0 and cfg.norm_eps == pytest.approx(1e-5)
-    ids = np.random.default_rng(0).integers(0, VOCAB, (2, 40))
-    with torch.no_grad():
-        ref = hf(torch.tensor(ids)).logits.numpy()
-    with tg.no_grad():
-        got = ours(tg.Tensor(ids)).data
-    assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
+    assert_same_logits(hf, ours, np.random.default_rng(0).integers(0, VOCAB, (2, 40)))
 
 
 def test_the_llama_permutation_is_undone_and_needed(tmp_path):
@@ -247,12 +251,7 @@ def test_a_quantized_file_loads_equal_to_transformers_gguf_loader(tmp_path, kind
     ref_model = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=f"{kind}.gguf",
                                                                   dtype=torch.float32).eval()
     ours, _, _ = load_gguf(path)
-    ids = np.random.default_rng(1).integers(0, VOCAB, (1, 33))
-    with torch.no_grad():
-        ref = ref_model(torch.tensor(ids)).logits.numpy()
-    with tg.no_grad():
-        got = ours(tg.Tensor(ids)).data
-    assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
+    assert_same_logits(ref_model, ours, np.random.default_rng(1).integers(0, VOCAB, (1, 33)))
 
 
 # ------------------------------------------------------------------ configs we cannot express

@@ -108,15 +108,13 @@ def _unpermute(w: np.ndarray, n_heads: int) -> np.ndarray:
 
 def gguf_state_dict(f: GGUFFile, cfg: TransformerConfig, arch: str) -> dict:
     """{Hugging Face name: float32 array} of every tensor in the file; an unknown tensor name is an error."""
-    unknown = [n for n in f.tensors if hf_name_of(n) is None and n != "rope_freqs.weight"]
+    unknown = [n for n in f.tensors if hf_name_of(n) is None]   # e.g. rope_freqs (llama3 RoPE factors)
     if unknown:
         raise GGUFError(f"GGUF file {f.path!r}: tensors not understood for {arch}: {unknown[:8]}"
                         f"{' ...' if len(unknown) > 8 else ''}")
     state = {}
     for name in f.tensors:
         hf = hf_name_of(name)
-        if hf is None:      # rope_freqs: llama3 scaling factors, refused in config_from_gguf
-            raise GGUFError(f"GGUF file {f.path!r}: tensor {name!r} (RoPE frequency factors) is not supported")
         w = f.load(name)
         if arch == "llama" and name.endswith(("attn_q.weight", "attn_k.weight", "attn_q.bias", "attn_k.bias")):
             w = _unpermute(w, cfg.n_heads if ".attn_q." in name else cfg.n_kv_heads)
