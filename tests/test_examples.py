@@ -86,3 +86,15 @@ def test_grpo_quick_runs_the_whole_pipeline(tmp_path):
     assert "two-proportion p =" in run.stdout
     rows = (tmp_path / "g" / "metrics.jsonl").read_text().splitlines()
     assert sum('"kind": "train"' in r for r in rows) == 3 and '"kind": "eval"' in rows[-1]
+
+
+def test_smollm2_example_chats_and_solves(tmp_path, smollm2_gguf):
+    run = run_example("06_smollm2.py", "--model", smollm2_gguf, "--problems", "1", "--max-new-tokens", "24",
+                      "--chat", "Say hello.", cwd=tmp_path)
+    assert run.returncode == 0, f"stdout:\n{run.stdout}\nstderr:\n{run.stderr}"
+    assert re.search(r"^loaded .* 30 layers, d 576, 9 heads / 3 KV heads, vocab 49152, 134,515,008 parameters",
+                     run.stdout, re.M), run.stdout
+    probs = [float(p) for p in re.findall(r"  p = ([0-9.]+)  log p", run.stdout)]
+    assert probs and all(0 < p <= 1 for p in probs)
+    assert "== greedy: " in run.stdout and "== tool: " in run.stdout
+    assert re.search(r"answer \S+ \(reference 10\) (right|wrong)", run.stdout)

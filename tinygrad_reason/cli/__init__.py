@@ -14,6 +14,7 @@
     tinygrad-reason pipeline --quick --out runs/pipeline               # every stage, one table
     tinygrad-reason models fetch smollm2-135m                          # the one command that downloads
     tinygrad-reason sample --model smollm2-135m --chat "What is 17 + 25?"   # a real pretrained model
+    tinygrad-reason eval-model --model smollm2-135m --data gsm8k/test.jsonl --methods greedy,tool --n 500 --out runs/s
 
 A run directory holds config.json (the resolved config), tokenizer.json, checkpoint/, metrics.jsonl,
 curves.png (with matplotlib) and results.json. Configs are JSON or TOML files with the sections
@@ -25,13 +26,13 @@ import argparse
 import os
 import sys
 
-from . import compare, models, pipeline, rl, sample, train, verifier
+from . import compare, eval_model, models, pipeline, rl, sample, train, verifier
 from . import eval as eval_command
 from .compare import comparison_table, run_compare  # noqa: F401
 from .config import DEFAULT_CONFIG, CLIError, config_from_args, load_config, setup_threads  # noqa: F401
 from .runs import build_model, build_splits, build_tokenizer, load_run, run_training  # noqa: F401
 
-COMMANDS = (train, eval_command, sample, compare, verifier, rl, pipeline, models)   # one file per subcommand, each with add_parser
+COMMANDS = (train, eval_command, eval_model, sample, compare, verifier, rl, pipeline, models)   # one file per subcommand, each with add_parser
 
 
 def build_parser() -> argparse.ArgumentParser:

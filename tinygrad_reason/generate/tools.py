@@ -22,9 +22,11 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
+from fractions import Fraction
+
 from ..grading.safe_eval import format_number, safe_eval
 
-__all__ = ["CalculatorTool", "OPEN_ANNOTATION"]
+__all__ = ["CalculatorTool", "InlineCalculatorTool", "OPEN_ANNOTATION", "INLINE_EXPRESSION"]
 
 #: an annotation opener at the very end of the text: ``<<expr=`` with no ``>>`` after it
 OPEN_ANNOTATION = re.compile(r"<<([^<>=]*)=$")
@@ -74,3 +76,38 @@ class CalculatorTool:
             return None
         self.fired += 1
         return self.tok.encode(out)
+
+
+#: arithmetic right before a trailing "=": numbers (with $ and thousands commas) joined by at least one
+#: operator, e.g. "3 * $60 =" or "(12 + 8) / 4 ="
+INLINE_EXPRESSION = re.compile(r"(?<![\w.])(-?[$(]*\d[\d,]*(?:\.\d+)?\)*"
+                               r"(?:\s*[-+*/x\u00d7\u00f7]\s*[$(]*\d[\d,]*(?:\.\d+)?\)*)+)\s*=\s?$")
+
+
+def inline_number(value: Fraction) -> str:
+    """How a result is written into prose: exact when it terminates, else rounded to 4 decimals."""
+    text = format_number(value)
+    if "/" not in text:
+        return text
+    return f"{float(value):.4f}".rstrip("0").rstrip(".")
+
+
+class InlineCalculatorTool(CalculatorTool):
+    """The calculator for a model that writes its arithmetic in prose, as pretrained chat models do
+    (``2 * 3 = 6``), not in annotations: when the text of the current line ends with an expression
+    of numbers and operators followed by ``=``, the exact result is forced (``" 6"``; no space when
+    the text already ends with one). ``x``, ``\u00d7`` and ``\u00f7`` count as operators, ``$`` and
+    thousands commas are dropped. An expression that does not evaluate forces nothing."""
+
+    def result_text(self, text: str) -> str | None:
+        line = text.rsplit("\n", 1)[-1]
+        m = INLINE_EXPRESSION.search(line)
+        if m is None:
+            return None
+        expr = m.group(1).replace("$", "").replace(",", "")
+        expr = expr.replace("x", "*").replace("\u00d7", "*").replace("\u00f7", "/")
+        value = safe_eval(expr)
+        if value is None:
+            self.invalid += 1
+            return None
+        return ("" if text.endswith(" ") else " ") + inline_number(value)
