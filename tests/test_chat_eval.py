@@ -134,3 +134,17 @@ def test_eval_model_command_refuses_bad_options(smollm2_gguf, tmp_path, capsys):
                  "--out", str(tmp_path)]) == 2
     assert "--methods: unknown method 'sc@0'" in capsys.readouterr().err
     assert main(["eval-model", "--model", "no-such-model", "--data", "x.jsonl", "--out", str(tmp_path)]) == 2
+
+
+def test_built_in_multiplication_data():
+    from tinygrad_reason.cli.config import CLIError
+    from tinygrad_reason.cli.eval_model import _load_records
+    recs = _load_records("multiplication:3x1", "gsm8k", 20, seed=1)
+    assert len(recs) == 20
+    for r in recs:
+        assert r.question == f"What is {r.meta['a']} x {r.meta['b']}?" and r.answer == str(r.meta["a"] * r.meta["b"])
+        assert len(str(r.meta["a"])) == 3 and len(str(r.meta["b"])) == 1
+    assert [r.question for r in _load_records("multiplication:3x1", "gsm8k", 20, seed=1)] == [r.question for r in recs]
+    for bad in ("multiplication:3", "multiplication:0x1", "multiplication:axb"):
+        with pytest.raises(CLIError, match="multiplication:AxB"):
+            _load_records(bad, "gsm8k", 5, seed=0)

@@ -74,6 +74,8 @@ def test_help_lists_every_config_field():
     declared = {s for a in sub._actions for s in a.option_strings if s.startswith("--") and s != "--help"}
     fields = {"--" + f.name.replace("_", "-") for f in dataclasses.fields(GRPOConfig)
               if f.name not in ("checkpoint_dir", "log_path", "plot_path", "progress")}
-    assert declared == fields | {"--run", "--out", "--threads", "--quiet"}
+    with_model = {"--model", "--task", "--knob", "--train-size", "--test-size", "--ood-size", "--ood-mode",
+                  "--data-seed", "--train-layers"}      # rl --model (cli/rl_model.py)
+    assert declared == fields | {"--run", "--out", "--threads", "--quiet"} | with_model
     for opt in declared:
         assert opt in stdout, opt

@@ -1,5 +1,5 @@
-"""`tinygrad-reason eval-model`: a pretrained chat model (--model: GGUF, HF folder or a known name) on a
-file of word problems (GSM8K or MATH JSON lines), by --methods greedy, sc@N, tool
+"""`tinygrad-reason eval-model`: a pretrained chat model (--model: GGUF, HF folder, a known name or an
+`rl --model` output) on a file of word problems (GSM8K or MATH JSON lines) or a built-in task, by --methods greedy, sc@N, tool
 (reasoning/chat_eval.py).
 
     tinygrad-reason eval-model --model smollm2-135m --data ../shared/data/gsm8k/test.jsonl \\
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 
 from ..io.atomic import write_json, write_text
@@ -38,8 +39,17 @@ def _done_rows(path: str) -> list:
 
 
 def _load_records(path: str, kind: str, n: int, seed: int):
-    """A GSM8K / MATH file, or the built-in task: 'arithmetic:S' is N problems of S steps each."""
+    """A GSM8K / MATH file, or a built-in task: 'arithmetic:S' is N problems of S steps each,
+    'multiplication:AxB' N problems 'What is a x b?' with a of A digits and b of B digits."""
     from ..data.loaders import load_gsm8k, load_math
+    if path.startswith("multiplication:"):
+        from ..data.multiplication import generate_multiplication
+        m = re.fullmatch(r"multiplication:([1-9])x([1-9])", path)
+        if m is None:
+            raise CLIError(f"--data {path}: the built-in task is multiplication:AxB with A and B digits, 1-9 each")
+        a, b = int(m.group(1)), int(m.group(2))
+        return generate_multiplication(n or 200, seed=seed, min_digits_a=a, max_digits_a=a, min_digits_b=b,
+                                       max_digits_b=b)
     if path.startswith("arithmetic:"):
         from ..data.arithmetic import generate_arithmetic
         steps = path.split(":", 1)[1]
@@ -62,9 +72,8 @@ def table(summary: dict, title: str) -> str:
 
 
 def cmd_eval_model(args) -> None:
-    from ..models.pretrained import load_pretrained
     from ..reasoning.chat_eval import parse_chat_method, run_chat_method, summarize
-    from .models import resolve_model
+    from .models import load_model
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     try:
         for m in methods:
@@ -78,7 +87,7 @@ def cmd_eval_model(args) -> None:
     indices = indices[:args.n] if args.n else indices
     if not indices:
         raise CLIError(f"--data {args.data}: no problems in the range asked for ({len(records)} in the file)")
-    p = load_pretrained(resolve_model(args.model))
+    p = load_model(args.model)
     os.makedirs(args.out, exist_ok=True)
     summary = {}
     for method in methods:
@@ -113,7 +122,8 @@ def add_parser(sub, common) -> None:
                                           "calculator tool), exact-match graded")
     p.add_argument("--model", required=True, help="a GGUF file, a Hugging Face folder, or a known model (smollm2-135m)")
     p.add_argument("--data", required=True, help="JSON lines of problems (GSM8K: question/answer; MATH: problem/solution), or "
-                   "arithmetic:S for --n (default 200) problems of the built-in task with S steps (seeded by --seed)")
+                   "arithmetic:S for --n (default 200) problems of the built-in task with S steps, or multiplication:AxB "
+                   "for 'What is a x b?' with A- and B-digit numbers (both seeded by --seed)")
     p.add_argument("--data-format", default="gsm8k", help="gsm8k (default) or math")
     p.add_argument("--methods", default="greedy", help="comma-separated: greedy (zero-shot CoT), sc@N (self-consistency "
                    "over N sampled paths), tool (greedy with the inline calculator); default greedy")

@@ -34,6 +34,16 @@ def resolve_model(path_or_name: str) -> str:
                    f"({', '.join(sorted(KNOWN_MODELS))})")
 
 
+def load_model(path_or_name: str):
+    """models.pretrained.Pretrained of a --model argument: a GGUF file, an HF folder, a known name, or
+    the output directory of `rl --model` (its source model with the GRPO-trained weights)."""
+    from ..models.pretrained import load_pretrained
+    from .rl_model import is_trained_dir, load_trained
+    if is_trained_dir(path_or_name):
+        return load_trained(path_or_name)
+    return load_pretrained(resolve_model(path_or_name))
+
+
 def cmd_list(args) -> None:
     from ..models.registry import KNOWN_MODELS, cache_dir, find_model
     print(f"cache folder: {cache_dir()}")

@@ -1,7 +1,11 @@
-"""`tinygrad-reason rl`: GRPO on a trained chain-of-thought run.
+"""`tinygrad-reason rl`: GRPO on a trained chain-of-thought run, or on a pretrained chat model.
 
     tinygrad-reason rl --run runs/cot --out runs/grpo                       # TRL's defaults
     tinygrad-reason rl --run runs/cot --out runs/grpo --loss-type dr_grpo --advantage mean --beta 0.04
+    tinygrad-reason rl --model smollm2-135m --task multiplication --knob max_digits_b=1 --out runs/grpo-smollm2
+
+With --model (a GGUF file, an HF folder or a known name) see cli/rl_model.py: the problems come from
+--task, the prompt and the grading are eval-model's. The rest of this docstring is about --run.
 
 Every GRPOConfig field is an option (--help lists them with their defaults). The output directory is
 a run directory like train's: config.json and tokenizer.json (the policy run's), checkpoint/ (the
@@ -98,6 +102,11 @@ def cmd_rl(args) -> None:
     if args.threads is not None:
         setup_threads({"threads": args.threads})
     gcfg = grpo_config(args, args.out)
+    if (args.run is None) == (args.model is None):
+        raise CLIError("rl: give exactly one of --run (a chain-of-thought run) and --model (a pretrained chat model)")
+    if args.model is not None:
+        from .rl_model import cmd_rl_model
+        return cmd_rl_model(args, gcfg, _config_record(gcfg))
     cfg, tok, model, splits = load_run(args.run, splits="all")
     if cfg["train"]["format"] != "cot":
         raise CLIError(f"run {args.run} was trained in format {cfg['train']['format']!r}; GRPO trains chains of "
@@ -156,7 +165,20 @@ def add_parser(sub, common) -> None:
     from ..train.grpo import GRPOConfig
     p = sub.add_parser("rl", help="GRPO on a trained chain-of-thought run",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", required=True, help="the chain-of-thought run to start from (train --format cot)")
+    p.add_argument("--run", help="the chain-of-thought run to start from (train --format cot)")
+    p.add_argument("--model", help="instead of --run: a pretrained chat model (GGUF file, HF folder or known name)")
+    m = p.add_argument_group("with --model: the task (data.splits.make_splits)")
+    m.add_argument("--task", default="multiplication", help="built-in task (default: multiplication)")
+    m.add_argument("--knob", action="append", metavar="NAME=VALUE",
+                   help="a generator knob of the task, repeatable (e.g. max_digits_b=1)")
+    m.add_argument("--train-size", type=int, default=2000, help="training problems (default: 2000)")
+    m.add_argument("--test-size", type=int, default=200, help="held-out problems (default: 200)")
+    m.add_argument("--ood-size", type=int, default=100, help="out-of-distribution problems (default: 100)")
+    m.add_argument("--ood-mode", default="values", choices=("steps", "values", "both"),
+                   help="how OOD problems are harder (default: values, bigger numbers)")
+    m.add_argument("--data-seed", type=int, default=0, help="seed of the splits (default: 0)")
+    m.add_argument("--train-layers", type=int, help="train only the last K blocks and the final norm "
+                   "(default: every parameter)")
     p.add_argument("--out", required=True, help="output run directory (a checkpoint there is resumed)")
     p.add_argument("--threads", type=int, help="BLAS and kernel threads")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

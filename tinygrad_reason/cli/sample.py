@@ -10,9 +10,8 @@ from .runs import load_run
 
 def cmd_chat(args) -> None:
     from ..generate import SamplingConfig, generate_stream
-    from ..models.pretrained import load_pretrained
-    from .models import resolve_model
-    p = load_pretrained(resolve_model(args.model))
+    from .models import load_model
+    p = load_model(args.model)
     messages = ([{"role": "system", "content": args.system}] if args.system else []) + \
         [{"role": "user", "content": args.chat}]
     prompt = p.tokenizer.encode(p.chat.render(messages, add_generation_prompt=True), allow_special=True)

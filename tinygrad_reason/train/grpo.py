@@ -182,19 +182,16 @@ class GRPOTask:
         self.records = list(train_records)
         if not self.records:
             raise ValueError("GRPO: no training problems")
-        self.prompts = [prompt_ids(r, tok, fmt) for r in self.records]
+        self.prompts = [self.prompt_ids(r) for r in self.records]
         longest = max(len(p) for p in self.prompts)
         ctx = model.cfg.context_length
         if longest >= ctx:
             raise ValueError(f"GRPO: a training prompt has {longest} tokens, the context length is {ctx}")
         self.eval_records = eval_records[:cfg.eval_size] if cfg.eval_size else list(eval_records)
-        self.sampling = cfg.sampling(pad_id=tok.pad_id, stop_ids=(tok.eot_id,))
+        self.sampling = cfg.sampling(pad_id=tok.pad_id, stop_ids=self.stop_ids())
         # every prompt + completion fits the context in one scoring forward, whatever is batched together
         self.sampling.max_new_tokens = min(cfg.max_completion_length, ctx - longest)
-        if reward_funcs is None:
-            reward_funcs = [REWARD_FUNCTIONS[name](timeout=cfg.grading_timeout, workers=cfg.grading_workers)
-                            if name == "correctness" else REWARD_FUNCTIONS[name](fmt) for name in cfg.rewards]
-        self.reward_funcs = list(reward_funcs)
+        self.reward_funcs = list(self.default_rewards() if reward_funcs is None else reward_funcs)
         self.reward_weights = list(cfg.reward_weights or [1.0] * len(self.reward_funcs))
         if len(self.reward_weights) != len(self.reward_funcs):
             raise ValueError(f"GRPO: {len(self.reward_weights)} reward weights for {len(self.reward_funcs)} functions")
@@ -206,12 +203,30 @@ class GRPOTask:
             self.ref_model = ref_model if ref_model is not None else copy.deepcopy(model)
             for p in self.ref_model.parameters():
                 p.requires_grad = False
-        self.tool = CalculatorTool(tok) if cfg.tool else None
+        self.tool = self.make_tool() if cfg.tool else None
         self.sampler = np.random.default_rng(cfg.seed)
         self.rows_drawn = 0
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.batch = None
         self._mismatch = 0.0
+
+    # ------------------------------------------------------------------ the policy's format
+    # The package's own prompt format (data.formats) here; reasoning.chat_grpo overrides these four
+    # (and evaluate) for a pretrained chat model: its chat template, its end-of-turn token, its graded answer.
+    def prompt_ids(self, record) -> list:
+        return prompt_ids(record, self.tok, self.fmt)
+
+    def stop_ids(self) -> tuple:
+        return (self.tok.eot_id,)
+
+    def default_rewards(self) -> list:
+        """cfg.rewards as reward functions."""
+        cfg = self.cfg
+        return [REWARD_FUNCTIONS[name](timeout=cfg.grading_timeout, workers=cfg.grading_workers)
+                if name == "correctness" else REWARD_FUNCTIONS[name](self.fmt) for name in cfg.rewards]
+
+    def make_tool(self):
+        return CalculatorTool(self.tok)
 
     # ------------------------------------------------------------------ rollouts
     def _generate(self, n_prompts: int) -> tuple:
