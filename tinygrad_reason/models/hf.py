@@ -1,4 +1,4 @@
-"""Hugging Face Llama, Qwen2, Qwen3 and GPT-2 checkpoints as our Transformer.
+"""Hugging Face Llama, Qwen2, Qwen3, Qwen3-MoE and GPT-2 checkpoints as our Transformer.
 
 config_from_hf reads a `config.json` dict (for the Llama family either transformers 5's
 `rope_parameters` form or the older top-level `rope_theta` / `rope_scaling`) and refuses, naming the
@@ -7,6 +7,11 @@ partial or unsupported RoPE, attention dropout, quantized weights; for GPT-2 als
 layer index or not at all, cross-attention, unequal dropouts. A key the dict leaves out takes the
 default of transformers' config class for that model type, as from_pretrained would, except the
 sizes, which must be given.
+
+Qwen3-MoE is Qwen3 with nn/moe.py's MoE MLP (softmax router, no shared experts): num_experts,
+num_experts_per_tok, moe_intermediate_size, norm_topk_prob, router_aux_loss_coef, decoder_sparse_step
+and mlp_only_layers become the moe_* fields. Its experts are stored stacked, mlp.experts.gate_up_proj
+(E, 2 hidden, d: each expert's gate then up) and mlp.experts.down_proj (E, d, hidden): split here.
 
 GPT-2's GELU is the tanh approximation (gelu_new): TransformerConfig.gelu_approximate="tanh".
 
@@ -25,13 +30,18 @@ import numpy as np
 
 from ..nn import Transformer, TransformerConfig
 
-MODEL_TYPES = ("llama", "qwen2", "qwen3", "gpt2")
+MODEL_TYPES = ("llama", "qwen2", "qwen3", "qwen3_moe", "gpt2")
 
-# transformers' class defaults (LlamaConfig, Qwen2Config, Qwen3Config) for the keys that change the math
+# transformers' class defaults (LlamaConfig, Qwen2Config, Qwen3Config, Qwen3MoeConfig) for the keys that
+# change the math
 _DEFAULTS = {
     "llama": dict(num_key_value_heads=None, head_dim=None, attention_bias=False, mlp_bias=False),
     "qwen2": dict(num_key_value_heads=32, head_dim=None),
     "qwen3": dict(num_key_value_heads=32, head_dim=128, attention_bias=False),
+    # Qwen3MoeConfig has no head_dim field: hidden_size // num_attention_heads unless config.json gives one
+    "qwen3_moe": dict(num_key_value_heads=4, head_dim=None, attention_bias=False, num_experts=128,
+                      num_experts_per_tok=8, moe_intermediate_size=768, norm_topk_prob=False,
+                      router_aux_loss_coef=0.001, decoder_sparse_step=1, mlp_only_layers=None),
 }
 _COMMON_DEFAULTS = dict(hidden_act="silu", rms_norm_eps=1e-6, tie_word_embeddings=False, attention_dropout=0.0,
                         rope_theta=10000.0, use_sliding_window=False, sliding_window=4096, max_window_layers=28)
@@ -44,7 +54,8 @@ def _fail(field: str, value, why: str):
 
 
 def config_from_hf(hf: dict) -> TransformerConfig:
-    """Our TransformerConfig for a Hugging Face config.json dict of model_type llama, qwen2, qwen3 or gpt2."""
+    """Our TransformerConfig for a Hugging Face config.json dict of model_type llama, qwen2, qwen3, qwen3_moe
+    or gpt2."""
     if not isinstance(hf, dict):
         raise ValueError(f"config_from_hf: a config.json dict is needed, got {type(hf).__name__}")
     model_type = hf.get("model_type")
@@ -107,7 +118,7 @@ def _gpt2_config(hf: dict) -> TransformerConfig:
 
 
 def _llama_config(hf: dict, model_type: str) -> TransformerConfig:
-    """Llama, Qwen2 and Qwen3: RoPE, RMSNorm, SwiGLU."""
+    """Llama, Qwen2, Qwen3 and Qwen3-MoE: RoPE, RMSNorm, SwiGLU."""
     missing = [k for k in _REQUIRED if hf.get(k) is None]
     if missing:
         raise ValueError(f"config_from_hf: the {model_type} config has no {missing}")
@@ -118,7 +129,10 @@ def _llama_config(hf: dict, model_type: str) -> TransformerConfig:
     if get("attention_dropout"):
         _fail("attention_dropout", get("attention_dropout"), "dropout on the attention weights alone is not "
               "expressible (TransformerConfig.dropout also drops the residual branches)")
-    if model_type != "llama":          # LlamaModel has no sliding window; the Qwen models read these
+    if model_type == "qwen3_moe":      # Qwen3MoeModel's sliding-window mask, when on, covers every layer
+        if get("use_sliding_window"):
+            _fail("use_sliding_window", True, "sliding-window attention is not supported, only full causal attention")
+    elif model_type != "llama":        # LlamaModel has no sliding window; the Qwen models read these
         _check_full_attention(get)
 
     n_heads = get("num_attention_heads")
@@ -131,8 +145,20 @@ def _llama_config(hf: dict, model_type: str) -> TransformerConfig:
         vocab_size=get("vocab_size"), context_length=get("max_position_embeddings"), d_model=get("hidden_size"),
         n_layers=get("num_hidden_layers"), n_heads=n_heads, n_kv_heads=get("num_key_value_heads") or n_heads,
         head_dim=get("head_dim") or get("hidden_size") // n_heads, mlp_hidden=get("intermediate_size"),
-        qkv_bias=qkv_bias, o_bias=o_bias, mlp_bias=mlp_bias, qk_norm=model_type == "qwen3",
-        tie_embeddings=bool(get("tie_word_embeddings")), norm_eps=float(get("rms_norm_eps")), **_rope(hf, get))
+        qkv_bias=qkv_bias, o_bias=o_bias, mlp_bias=mlp_bias, qk_norm=model_type in ("qwen3", "qwen3_moe"),
+        tie_embeddings=bool(get("tie_word_embeddings")), norm_eps=float(get("rms_norm_eps")), **_rope(hf, get),
+        **(_moe(hf, get) if model_type == "qwen3_moe" else {}))
+
+
+def _moe(hf: dict, get) -> dict:
+    """Our moe_* fields of a Qwen3-MoE config (none with num_experts 0: every layer is dense there)."""
+    experts = hf.get("num_experts", hf.get("num_local_experts", get("num_experts")))   # the config's alias
+    if not experts:
+        return {}
+    return dict(moe_experts=int(experts), moe_top_k=int(get("num_experts_per_tok")),
+                moe_hidden=int(get("moe_intermediate_size")), moe_norm_topk=bool(get("norm_topk_prob")),
+                moe_aux_coef=float(get("router_aux_loss_coef")), moe_every=int(get("decoder_sparse_step")),
+                moe_dense_layers=tuple(int(i) for i in get("mlp_only_layers") or ()))
 
 
 def _check_full_attention(get) -> None:
@@ -186,6 +212,7 @@ _BLOCK_NAMES = {   # ours under blocks.{i}. -> HF's under model.layers.{i}.
        for kind in ("weight", "bias")},
     "attn.q_norm.weight": "self_attn.q_norm.weight", "attn.k_norm.weight": "self_attn.k_norm.weight",
     "attn_norm.weight": "input_layernorm.weight", "mlp_norm.weight": "post_attention_layernorm.weight",
+    "mlp.router.weight": "mlp.gate.weight",        # Qwen3-MoE's router (its experts: checkpoint_layout)
     **{f"mlp.{ours}.{kind}": f"mlp.{theirs}.{kind}" for ours, theirs in
        (("gate", "gate_proj"), ("up", "up_proj"), ("down", "down_proj")) for kind in ("weight", "bias")},
 }
@@ -217,10 +244,13 @@ def our_name(hf_name: str) -> str:
 class HFTensor:
     """One tensor of a Hugging Face checkpoint: its shape in the file and the parameters of ours it
     fills. With several targets the (transposed) tensor is split along its first axis into them, in
-    order (GPT-2's fused c_attn -> q, k, v); transpose: a Conv1D weight, stored (in, out)."""
+    order (GPT-2's fused c_attn -> q, k, v); transpose: a Conv1D weight, stored (in, out). stacked:
+    a 3-d tensor of one matrix per target (Qwen3-MoE's experts; gate_up_proj holds two per expert,
+    gate then up, split in halves along its second axis)."""
     shape: tuple
     targets: tuple
     transpose: bool = False
+    stacked: bool = False
 
 
 @dataclass(frozen=True)
@@ -249,6 +279,8 @@ class Layout:
         arr = np.asarray(array)
         if spec.transpose:
             arr = arr.T
+        if spec.stacked:                  # (E, m * rows, cols) -> E * m matrices (rows, cols), in order
+            return list(zip(spec.targets, arr.reshape(len(spec.targets), -1, arr.shape[-1])))
         if len(spec.targets) == 1:
             return [(spec.targets[0], arr)]
         parts = np.split(arr, len(spec.targets), axis=0)      # equal sizes: GPT-2 has no GQA
@@ -260,18 +292,36 @@ def checkpoint_layout(model: Transformer) -> Layout:
     (RoPE, RMSNorm, SwiGLU) or GPT-2 (learned positions, LayerNorm, GELU, biases, plain multi-head)."""
     cfg, own = model.cfg, model.state_dict()
     if (cfg.positions, cfg.norm, cfg.mlp) == ("rope", "rmsnorm", "swiglu"):
-        tensors = {hf_name(k): HFTensor(tuple(v.shape), (k,)) for k, v in own.items()}
+        if cfg.moe_experts and (cfg.moe_router, cfg.moe_shared_experts, cfg.mlp_bias) != ("softmax", 0, False):
+            raise ValueError("checkpoint_layout: a mixture-of-experts config matches Qwen3-MoE only with "
+                             "moe_router='softmax', no shared experts and no MLP biases")
+        experts = re.compile(r"blocks\.\d+\.mlp\.experts\.")
+        tensors = {hf_name(k): HFTensor(tuple(v.shape), (k,)) for k, v in own.items() if not experts.match(k)}
+        tensors.update(_qwen3_moe_experts(cfg))
         tied = ("lm_head.weight", "model.embed_tokens.weight") if model.lm_head is None else None
         return Layout(tensors, tied)
     gpt2 = (cfg.positions == "learned" and cfg.norm == "layernorm" and cfg.mlp == "gelu" and cfg.bias
             and cfg.qkv_bias and cfg.o_bias and cfg.mlp_bias and cfg.n_kv_heads == cfg.n_heads
-            and cfg.head_dim * cfg.n_heads == cfg.d_model and not cfg.qk_norm)
+            and cfg.head_dim * cfg.n_heads == cfg.d_model and not cfg.qk_norm and not cfg.moe_experts)
     if not gpt2:
         raise ValueError("checkpoint_layout: this TransformerConfig matches no Hugging Face family here (Llama / "
                          "Qwen: rope + rmsnorm + swiglu; GPT-2: learned positions + layernorm + gelu with biases)")
     return Layout(_gpt2_tensors(cfg, own), ("lm_head.weight", "transformer.wte.weight")
                   if model.lm_head is None else None, prefix="transformer.",
                   ignored=r"transformer\.h\.\d+\.attn\.(bias|masked_bias)")
+
+
+def _qwen3_moe_experts(cfg: TransformerConfig) -> dict:
+    """Each MoE layer's stacked expert tensors as Qwen3MoeExperts stores them."""
+    out, e, h, d = {}, cfg.moe_experts, cfg.moe_hidden, cfg.d_model
+    for i in range(cfg.n_layers):
+        if cfg.is_moe_layer(i):
+            ours, theirs = f"blocks.{i}.mlp.experts.", f"model.layers.{i}.mlp.experts."
+            out[theirs + "gate_up_proj"] = HFTensor((e, 2 * h, d), tuple(f"{ours}{j}.{part}.weight" for j in range(e)
+                                                                        for part in ("gate", "up")), stacked=True)
+            out[theirs + "down_proj"] = HFTensor((e, d, h), tuple(f"{ours}{j}.down.weight" for j in range(e)),
+                                                 stacked=True)
+    return out
 
 
 def _gpt2_tensors(cfg: TransformerConfig, own: dict) -> dict:

@@ -6,6 +6,12 @@ attention, optional QK-norm, and separate bias switches for q/k/v, the output pr
 `hidden_states()` returns the last layer's normalized states per position, for heads that sit on
 the trunk (verifiers); `forward()` maps them to logits.
 
+Mixture of experts (moe_experts > 0, nn/moe.py): the MLP of the MoE layers (every layer by default;
+moe_every / moe_dense_layers as Qwen3-MoE's decoder_sparse_step / mlp_only_layers) is a router over
+moe_experts SwiGLU (or GELU) experts of moe_hidden units, moe_top_k of them per token, with optional
+always-on shared experts. loss() then adds moe_aux_coef x the load-balancing loss (+ moe_z_coef x the
+router z-loss) over all MoE layers, as Qwen3MoeForCausalLM adds its aux_loss with output_router_logits.
+
 step_attention ("none" by default; "mask" or "bias", nn/step_attention.py): the attention of a
 chain-of-thought token is shaped by the step structure of the ids, read with the special ids of
 cfg.step_ids (step_ids_from_tokenizer(tok)). Every forward computes the relations from its ids; with
@@ -27,6 +33,7 @@ from ..tensor import Tensor
 from .attention import CausalSelfAttention, KVCache
 from .layers import MLP, Dropout, Embedding, LayerNorm, Linear, RMSNorm, SwiGLU, normal_, zeros_
 from .module import Module, ModuleList
+from .moe import ROUTERS, MoE, load_balancing_loss, router_z_loss
 from .step_attention import MODES as STEP_MODES, StepStructure, check_step_ids, step_inputs
 
 POSITIONS = ("learned", "sinusoidal", "learned+sinusoidal", "rope", "none")
@@ -65,6 +72,16 @@ class TransformerConfig:
     init_std: float = 0.02
     step_attention: str = "none"         # "mask" / "bias": reasoning-step structure in attention (nn/step_attention.py)
     step_ids: dict | None = None         # its special ids (step_ids_from_tokenizer(tok)); only read with step attention
+    moe_experts: int = 0                 # > 0: mixture-of-experts MLPs with this many routed experts (nn/moe.py)
+    moe_top_k: int = 2                   # experts per token
+    moe_hidden: int | None = None        # each expert's hidden size; None: mlp_hidden
+    moe_shared_experts: int = 0          # always-on experts of moe_hidden units each, added without a gate
+    moe_router: str = "softmax"          # the scores: "softmax" (Mixtral, Qwen3-MoE) or "sigmoid"
+    moe_norm_topk: bool = False          # top-k gates renormalized to sum to 1 (Qwen3-MoE's norm_topk_prob)
+    moe_aux_coef: float = 0.001          # load-balancing loss weight in loss() (Qwen3-MoE's router_aux_loss_coef)
+    moe_z_coef: float = 0.0              # weight of the router z-loss in loss() (ST-MoE uses 0.001)
+    moe_every: int = 1                   # layer i is MoE when (i + 1) % moe_every == 0 (Qwen3-MoE's decoder_sparse_step)
+    moe_dense_layers: tuple = ()         # layers kept dense whatever moe_every says (Qwen3-MoE's mlp_only_layers)
 
     def __post_init__(self):
         self.validate()
@@ -113,6 +130,54 @@ class TransformerConfig:
                 raise ValueError(f"TransformerConfig.{name} must be a bool or None, got {getattr(self, name)!r}")
         self._validate_rope_scaling()
         self._validate_step_attention()
+        self._validate_moe()
+
+    def _validate_moe(self) -> None:
+        if not isinstance(self.moe_experts, (int, np.integer)) or isinstance(self.moe_experts, bool) \
+                or self.moe_experts < 0:
+            raise ValueError(f"TransformerConfig.moe_experts must be a non-negative integer, got {self.moe_experts!r}")
+        if isinstance(self.moe_dense_layers, (list, tuple)):      # a config read back from JSON has a list
+            self.moe_dense_layers = tuple(self.moe_dense_layers)
+        if self.moe_experts == 0:
+            defaults = {f.name: f.default for f in dataclasses.fields(self)}
+            for f in dataclasses.fields(self):
+                if f.name.startswith("moe_") and f.name != "moe_experts" and getattr(self, f.name) != defaults[f.name]:
+                    raise ValueError(f"TransformerConfig.{f.name}={getattr(self, f.name)!r} is only read with "
+                                     f"moe_experts > 0, got moe_experts=0")
+            return
+        for name in ("moe_top_k", "moe_every"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"TransformerConfig.{name} must be a positive integer, got {value!r}")
+        if self.moe_top_k > self.moe_experts:
+            raise ValueError(f"TransformerConfig.moe_top_k ({self.moe_top_k}) must be at most moe_experts "
+                             f"({self.moe_experts})")
+        if self.moe_hidden is None:
+            self.moe_hidden = self.mlp_hidden
+        if not isinstance(self.moe_hidden, (int, np.integer)) or self.moe_hidden <= 0:
+            raise ValueError(f"TransformerConfig.moe_hidden must be a positive integer, got {self.moe_hidden!r}")
+        if not isinstance(self.moe_shared_experts, (int, np.integer)) or self.moe_shared_experts < 0:
+            raise ValueError(f"TransformerConfig.moe_shared_experts must be a non-negative integer, "
+                             f"got {self.moe_shared_experts!r}")
+        if self.moe_router not in ROUTERS:
+            raise ValueError(f"TransformerConfig.moe_router must be one of {ROUTERS}, got {self.moe_router!r}")
+        if not isinstance(self.moe_norm_topk, (bool, np.bool_)):
+            raise ValueError(f"TransformerConfig.moe_norm_topk must be a bool, got {self.moe_norm_topk!r}")
+        for name in ("moe_aux_coef", "moe_z_coef"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not value >= 0:
+                raise ValueError(f"TransformerConfig.{name} must be a non-negative number, got {value!r}")
+        bad = [i for i in self.moe_dense_layers if not isinstance(i, (int, np.integer)) or not 0 <= i < self.n_layers]
+        if not isinstance(self.moe_dense_layers, tuple) or bad:
+            raise ValueError(f"TransformerConfig.moe_dense_layers must be layer indices in [0, {self.n_layers}), "
+                             f"got {self.moe_dense_layers!r}")
+        if not any(self.is_moe_layer(i) for i in range(self.n_layers)):
+            raise ValueError(f"TransformerConfig: moe_experts={self.moe_experts} but no layer is MoE (moe_every="
+                             f"{self.moe_every}, moe_dense_layers={self.moe_dense_layers}, n_layers={self.n_layers})")
+
+    def is_moe_layer(self, i: int) -> bool:
+        """Whether layer i has the mixture-of-experts MLP (Qwen3-MoE's rule)."""
+        return self.moe_experts > 0 and i not in self.moe_dense_layers and (i + 1) % self.moe_every == 0
 
     def _validate_step_attention(self) -> None:
         if self.step_attention not in STEP_MODES:
@@ -152,7 +217,9 @@ class TransformerConfig:
                              f"got {self.rope_original_context!r}")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d["moe_dense_layers"] = list(self.moe_dense_layers)    # JSON's form: a saved config reads back equal
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "TransformerConfig":
@@ -202,21 +269,29 @@ def sinusoidal_table(n_positions: int, dim: int, dtype=np.float32) -> np.ndarray
 
 
 class Block(Module):
-    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x)); the MLP of an MoE layer
+    (layer index `layer`) is nn/moe.py's MoE."""
 
-    def __init__(self, cfg: TransformerConfig, dtype=np.float32):
+    def __init__(self, cfg: TransformerConfig, dtype=np.float32, layer: int = 0):
         norm = (lambda: LayerNorm(cfg.d_model, cfg.norm_eps, cfg.bias, dtype)) if cfg.norm == "layernorm" \
             else (lambda: RMSNorm(cfg.d_model, cfg.norm_eps, dtype))
         self.attn_norm = norm()
         self.attn = CausalSelfAttention(cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.qkv_bias,
                                         cfg.o_bias, cfg.qk_norm, cfg.dropout, cfg.norm_eps, dtype, cfg.step_attention)
         self.mlp_norm = norm()
-        self.mlp = MLP(cfg.d_model, cfg.mlp_hidden, cfg.mlp_bias, cfg.dropout, dtype, cfg.gelu_approximate) \
-            if cfg.mlp == "gelu" else SwiGLU(cfg.d_model, cfg.mlp_hidden, cfg.mlp_bias, cfg.dropout, dtype)
+        if cfg.is_moe_layer(layer):
+            self.mlp = MoE(cfg.d_model, cfg.moe_experts, cfg.moe_top_k, cfg.moe_hidden, cfg.mlp,
+                           cfg.moe_shared_experts, cfg.moe_router, cfg.moe_norm_topk, cfg.mlp_bias, cfg.dropout,
+                           dtype, cfg.gelu_approximate)
+        elif cfg.mlp == "gelu":
+            self.mlp = MLP(cfg.d_model, cfg.mlp_hidden, cfg.mlp_bias, cfg.dropout, dtype, cfg.gelu_approximate)
+        else:
+            self.mlp = SwiGLU(cfg.d_model, cfg.mlp_hidden, cfg.mlp_bias, cfg.dropout, dtype)
 
-    def forward(self, x, rope=None, pad_mask=None, cache=None, layer=0, start=0, step=None):
+    def forward(self, x, rope=None, pad_mask=None, cache=None, layer=0, start=0, step=None, router_logits=None):
         x = x + self.attn(self.attn_norm(x), rope, pad_mask, cache, layer, start, step)
-        return x + self.mlp(self.mlp_norm(x))
+        h = self.mlp_norm(x)
+        return x + (self.mlp(h, router_logits) if isinstance(self.mlp, MoE) else self.mlp(h))
 
 
 class Transformer(Module):
@@ -225,7 +300,7 @@ class Transformer(Module):
         self.tok_emb = Embedding(cfg.vocab_size, cfg.d_model, dtype)
         self.pos_emb = Embedding(cfg.context_length, cfg.d_model, dtype) if "learned" in cfg.positions else None
         self.drop = Dropout(cfg.dropout)
-        self.blocks = ModuleList(Block(cfg, dtype) for _ in range(cfg.n_layers))
+        self.blocks = ModuleList(Block(cfg, dtype, i) for i in range(cfg.n_layers))
         self.norm = LayerNorm(cfg.d_model, cfg.norm_eps, cfg.bias, dtype) if cfg.norm == "layernorm" \
             else RMSNorm(cfg.d_model, cfg.norm_eps, dtype)
         self.lm_head = None if cfg.tie_embeddings else Linear(cfg.d_model, cfg.vocab_size, False, dtype)
@@ -236,14 +311,15 @@ class Transformer(Module):
         self.init_weights()
 
     def init_weights(self) -> None:
-        """N(0, init_std) for matrices and embeddings, zero biases; residual output projections
-        scaled by 1/sqrt(2 n_layers) (GPT-2)."""
+        """N(0, init_std) for matrices and embeddings, zero biases; residual output projections (those
+        of the experts too) scaled by 1/sqrt(2 n_layers) (GPT-2)."""
         std = self.cfg.init_std
         for name, p in self.named_parameters():
             if name.endswith("bias"):
                 zeros_(p)
             elif p.ndim == 2:
-                scaled = name.endswith(("o_proj.weight", "mlp.proj.weight", "mlp.down.weight"))
+                scaled = name.endswith("o_proj.weight") or (".mlp." in name and name.endswith((".proj.weight",
+                                                                                            ".down.weight")))
                 normal_(p, std / math.sqrt(2 * self.cfg.n_layers) if scaled else std)
 
     def to(self, device: str) -> "Transformer":
@@ -314,13 +390,14 @@ class Transformer(Module):
         return arr
 
     def hidden_states(self, ids, pad_mask=None, cache: KVCache | None = None, start: int = 0,
-                      positions=None) -> Tensor:
+                      positions=None, router_logits: list | None = None) -> Tensor:
         """The last layer's normalized states, (batch, seq, d_model).
 
         start: the cache slot of the first token (causality and the KV cache use it).
         positions: optional (batch, seq) integer positions for the position embeddings / RoPE,
         e.g. to count from each row's first real token when rows are left-padded; default
         start, start+1, ... for every row.
+        router_logits: a list that collects each MoE layer's router logits (batch * seq, experts).
         """
         ids = self._check_ids(ids, start)
         t = ids.shape[1]
@@ -346,7 +423,7 @@ class Transformer(Module):
             cos, sin = self._rope[0][positions], self._rope[1][positions]
             rope = (cos, sin) if positions.ndim == 1 else (cos[:, None], sin[:, None])   # (B, 1, T, hd)
         for i, block in enumerate(self.blocks):
-            x = block(x, rope, pad_mask, cache, i, start, step)
+            x = block(x, rope, pad_mask, cache, i, start, step, router_logits)
         return self.norm(x)
 
     def logits(self, hidden: Tensor) -> Tensor:
@@ -358,5 +435,25 @@ class Transformer(Module):
         return self.logits(self.hidden_states(ids, pad_mask, cache, start, positions))
 
     def loss(self, ids, targets, pad_mask=None, ignore_index: int = -100) -> Tensor:
-        """Mean next-token cross-entropy; targets equal to ignore_index (e.g. prompt, padding) add nothing."""
-        return F.cross_entropy(self(ids, pad_mask), targets, ignore_index=ignore_index)
+        """Mean next-token cross-entropy; targets equal to ignore_index (e.g. prompt, padding) add nothing.
+        With MoE layers: + moe_aux_coef * load_balancing + moe_z_coef * router_z (see loss_terms)."""
+        if not self.cfg.moe_experts:
+            return F.cross_entropy(self(ids, pad_mask), targets, ignore_index=ignore_index)
+        terms = self.loss_terms(ids, targets, pad_mask, ignore_index)
+        total = terms["cross_entropy"]
+        for name, coef in (("load_balancing", self.cfg.moe_aux_coef), ("router_z", self.cfg.moe_z_coef)):
+            if coef:
+                total = total + terms[name] * float(coef)
+        return total
+
+    def loss_terms(self, ids, targets, pad_mask=None, ignore_index: int = -100) -> dict:
+        """The loss's parts, unweighted: cross_entropy, and with MoE layers load_balancing and router_z,
+        both over the router logits of all MoE layers with the padding (pad_mask False) left out."""
+        router_logits = [] if self.cfg.moe_experts else None
+        hidden = self.hidden_states(ids, pad_mask, router_logits=router_logits)
+        terms = {"cross_entropy": F.cross_entropy(self.logits(hidden), targets, ignore_index=ignore_index)}
+        if router_logits is not None:
+            terms["load_balancing"] = load_balancing_loss(router_logits, self.cfg.moe_experts, self.cfg.moe_top_k,
+                                                          pad_mask)
+            terms["router_z"] = router_z_loss(router_logits, pad_mask)
+        return terms
