@@ -10,6 +10,7 @@ the cache never holds a partial file. Nothing else in the project downloads.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,6 +18,8 @@ import tempfile
 import zipfile
 
 from .config import CLIError
+
+RL_FILE = "rl.json"     # in the output directory of `rl --model` (cli/rl_model.py)
 
 
 def resolve_model(path_or_name: str) -> str:
@@ -34,11 +37,27 @@ def resolve_model(path_or_name: str) -> str:
                    f"({', '.join(sorted(KNOWN_MODELS))})")
 
 
+def load_trained(out: str):
+    """The pretrained model of an `rl --model` output directory, with its trained weights."""
+    from ..io.checkpoint import load_checkpoint
+    from ..models.pretrained import load_pretrained
+    with open(os.path.join(out, RL_FILE)) as f:
+        record = json.load(f)
+    pretrained = load_pretrained(record["model"])
+    load_checkpoint(os.path.join(out, "checkpoint"), pretrained.model, restore_rng=False)
+    pretrained.model.eval()
+    return pretrained
+
+
+def is_trained_dir(path: str) -> bool:
+    return os.path.isdir(path) and os.path.exists(os.path.join(path, RL_FILE)) \
+        and os.path.exists(os.path.join(path, "checkpoint", "checkpoint.json"))
+
+
 def load_model(path_or_name: str):
     """models.pretrained.Pretrained of a --model argument: a GGUF file, an HF folder, a known name, or
     the output directory of `rl --model` (its source model with the GRPO-trained weights)."""
     from ..models.pretrained import load_pretrained
-    from .rl_model import is_trained_dir, load_trained
     if is_trained_dir(path_or_name):
         return load_trained(path_or_name)
     return load_pretrained(resolve_model(path_or_name))

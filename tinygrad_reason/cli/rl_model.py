@@ -21,8 +21,7 @@ import time
 
 from ..io.atomic import write_json
 from .config import CLIError
-
-RL_FILE = "rl.json"
+from .models import RL_FILE, resolve_model
 
 
 def parse_knobs(items) -> dict:
@@ -54,23 +53,6 @@ def make_task_splits(args) -> dict:
         raise CLIError(f"--task {args.task} with knobs {args.knob}: {e}") from None
 
 
-def load_trained(out: str):
-    """The pretrained model of an `rl --model` output directory, with its trained weights."""
-    from ..io.checkpoint import load_checkpoint
-    from ..models.pretrained import load_pretrained
-    with open(os.path.join(out, RL_FILE)) as f:
-        record = json.load(f)
-    pretrained = load_pretrained(record["model"])
-    load_checkpoint(os.path.join(out, "checkpoint"), pretrained.model, restore_rng=False)
-    pretrained.model.eval()
-    return pretrained
-
-
-def is_trained_dir(path: str) -> bool:
-    return os.path.isdir(path) and os.path.exists(os.path.join(path, RL_FILE)) \
-        and os.path.exists(os.path.join(path, "checkpoint", "checkpoint.json"))
-
-
 def _accuracy(pretrained, records, cfg) -> dict:
     from ..reasoning.chat_grpo import chat_accuracy
     from ..train.stats import wilson_interval
@@ -83,7 +65,6 @@ def cmd_rl_model(args, gcfg, config_record: dict) -> None:
     from ..models.pretrained import load_pretrained
     from ..reasoning.chat_grpo import freeze_below, train_chat_grpo
     from ..train.stats import two_proportion_p
-    from .models import resolve_model
     source = os.path.abspath(resolve_model(args.model))
     splits = make_task_splits(args)
     record = {"model": source, "task": args.task, "knobs": parse_knobs(args.knob), "train_size": args.train_size,
