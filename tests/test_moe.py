@@ -38,6 +38,7 @@ from tinygrad_reason.models.hf import checkpoint_layout
 from tinygrad_reason.nn import (MLP, MoE, SwiGLU, Transformer, TransformerConfig, load_balancing_loss, route,
                                 router_z_loss, top_k_experts)
 from tinygrad_reason.tensor import Tensor, grad
+from test_hf_parity import close
 
 torch.set_num_threads(1)   # tiny ops: extra intra-op threads only contend
 
@@ -297,12 +298,6 @@ def build(kind: str, dtype):
     ours = Transformer(config_from_hf(cfg.to_dict())).astype(dtype)
     load_hf_weights(ours, {n: p.detach().numpy() for n, p in hf.named_parameters()})
     return hf, ours
-
-
-def close(ours, ref, tol, what):
-    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
-    assert ours.shape == ref.shape, f"{what}: {ours.shape} vs {ref.shape}"
-    np.testing.assert_allclose(ours, ref, rtol=tol, atol=tol * np.abs(ref).max(), err_msg=what)
 
 
 def data(b=2, t=20, seed=2):
