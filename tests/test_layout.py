@@ -21,7 +21,7 @@ LAYERS = [
     ["fast"],
     ["tensor"],
     ["ops"],
-    ["creation", "functional", "gradcheck", "viz", "parallel"],
+    ["creation", "functional", "gradcheck", "viz", "parallel", "comm"],
     ["nn"],
     ["optim"],
     ["io"],
