@@ -23,7 +23,8 @@ import time
 
 import numpy as np
 
-__all__ = ["CommError", "Comm", "SingleProcess", "MPIComm", "get_comm", "launched_by_mpi", "GradientBuffer"]
+__all__ = ["CommError", "Comm", "SingleProcess", "MPIComm", "get_comm", "launched_by_mpi", "GradientBuffer",
+           "sum_numbers"]
 
 # the variables an MPI launcher (MPICH's hydra, Open MPI, Slurm's PMI) sets in each rank's environment
 _LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_SIZE")
@@ -185,6 +186,13 @@ class GradientBuffer:
             else:
                 p.grad.data[...] = g
 
+    def allreduce_sum(self, comm: Comm) -> None:
+        """grads <- the sum over ranks of grads (each rank's loss already weighted by its share); one allreduce."""
+        if comm.size == 1:
+            return
+        comm.allreduce_sum_(self.pack())
+        self.unpack()
+
     def allreduce_mean(self, comm: Comm) -> None:
         """grads <- (sum over ranks of grads) / comm.size; one allreduce."""
         if comm.size == 1:
@@ -192,3 +200,11 @@ class GradientBuffer:
         comm.allreduce_sum_(self.pack())
         self.flat *= 1.0 / comm.size
         self.unpack()
+
+
+def sum_numbers(comm: Comm, numbers: dict) -> dict:
+    """Each key's value summed over ranks (every rank passes the same keys)."""
+    if comm.size == 1:
+        return numbers
+    every = comm.allgather(numbers)
+    return {k: sum(d[k] for d in every) for k in numbers}

@@ -1,14 +1,23 @@
-"""Run under `mpiexec -n 2`: tinygrad_reason.comm's collectives, one JSON line of results per rank.
+"""Run under `mpiexec -n 2`: tinygrad_reason.comm's collectives; one JSON file of results per rank, in the
+folder argv[2].
 Mode `ok`: allreduce (float32 and float64), broadcast, allgather, check_same and GradientBuffer.
 Mode `mismatch`: the ranks pass configs that differ in one field. Mode `stuck`: rank 1 skips an
 allreduce, so rank 0's must time out."""
 import json
+import os
 import sys
 
 import numpy as np
 
 import tinygrad_reason as tg
 from tinygrad_reason.comm import CommError, GradientBuffer, MPIComm, get_comm, launched_by_mpi
+
+
+def _write(result):
+    """This rank's results as JSON in the folder argv[2] (not stdout, where mpiexec may join the lines)."""
+    with open(os.path.join(sys.argv[2], f"rank{result['rank']}.json"), "w") as f:
+        json.dump(result, f)
+
 
 mode = sys.argv[1]
 comm = get_comm(timeout=3.0)
@@ -44,7 +53,7 @@ elif mode == "mismatch":
 elif mode == "stuck":
     if comm.rank == 1:                       # stays alive past rank 0's deadline without joining
         import time
-        print(json.dumps(out), flush=True)   # now: mpiexec stops this rank when rank 0 leaves
+        _write(out)   # now: mpiexec stops this rank when rank 0 leaves
         time.sleep(6.0)
         out = None
     else:
@@ -54,7 +63,6 @@ elif mode == "stuck":
         except CommError as e:
             out["error"] = str(e)
 if out is not None:
-    print(json.dumps(out), flush=True)
+    _write(out)
 if mode == "stuck":                          # the MPI state is unusable after a timeout: leave at once
-    import os
     os._exit(0)

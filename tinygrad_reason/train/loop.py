@@ -27,6 +27,7 @@ import os
 import time
 from dataclasses import dataclass
 
+from ..comm import GradientBuffer, get_comm, sum_numbers
 from ..io.checkpoint import load_checkpoint, save_checkpoint
 from ..tensor import topological_order
 from ..optim import AdamW, clip_grad_norm, decay_groups, global_grad_norm, warmup_cosine
@@ -98,7 +99,18 @@ def _check_gradients(step: int, norm: float, named_params) -> None:
 
 def run(model, task, cfg: LoopConfig, score: str = "accuracy", label: str = "step") -> dict:
     """Train `model` on `task` for cfg.steps optimizer steps (resuming from cfg.checkpoint_dir when it
-    holds a checkpoint). Returns {"history": eval records, "best_<score>": best score, "steps_done"}."""
+    holds a checkpoint). Returns {"history": eval records, "best_<score>": best score, "steps_done"}.
+
+    Several processes (task.comm, else comm.get_comm(): MPI under mpiexec): the task must shard its
+    batches by rank (task.shards_by_rank; its loss weighted by its share of the global batch). The
+    ranks agree on the config, start from rank 0's weights, sum their gradients in one allreduce per
+    step, so every rank takes the same step; rank 0 alone writes metrics and checkpoints."""
+    comm = getattr(task, "comm", None) or get_comm()
+    if comm.size > 1:
+        if not getattr(task, "shards_by_rank", False):
+            raise ValueError(f"train loop: {type(task).__name__} does not shard its batches across processes, "
+                             f"and this launch has {comm.size}; run it as one process")
+        comm.check_same("train config", {k: v for k, v in dataclasses.asdict(cfg).items() if k != "progress"})
     opt = AdamW(decay_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     start, best, since_best, history = 0, None, 0, []
     if cfg.checkpoint_dir and os.path.exists(os.path.join(cfg.checkpoint_dir, "checkpoint.json")):
@@ -108,7 +120,13 @@ def run(model, task, cfg: LoopConfig, score: str = "accuracy", label: str = "ste
         task.load_state_dict({k: v for k, v in extra.items() if k not in LOOP_KEYS})
     named = list(model.named_parameters())
     params = [p for _, p in named]
-    progress = Progress(cfg.steps, label, cfg.progress)
+    grads = None
+    if comm.size > 1:
+        for p in params:           # every rank starts from rank 0's weights (a fresh init or the checkpoint)
+            comm.broadcast_(p.data)
+        grads = GradientBuffer([p for p in params if p.requires_grad])
+    log_path = cfg.log_path if comm.is_root else None
+    progress = Progress(cfg.steps, label, cfg.progress and comm.is_root)
     model.train()
     t_last, tokens, done = time.perf_counter(), 0, start
     for step in range(start, cfg.steps):
@@ -119,6 +137,9 @@ def run(model, task, cfg: LoopConfig, score: str = "accuracy", label: str = "ste
         for micro in range(cfg.grad_accum):
             for k, v in task.micro_step(step, micro, cfg.grad_accum).items():
                 totals[k] = totals.get(k, 0) + v
+        if grads is not None:      # each rank's loss is its share of the global batch's: the sums are the step's
+            grads.allreduce_sum(comm)
+            totals = sum_numbers(comm, totals)
         loss = float(totals.get("loss", 0.0))
         if not math.isfinite(loss):
             raise non_finite_error(step, f"the loss is {loss}")
@@ -131,7 +152,7 @@ def run(model, task, cfg: LoopConfig, score: str = "accuracy", label: str = "ste
         shown = f" reward {totals['reward']:.3f}" if "reward" in totals else ""     # an RL task's rollout reward
         progress.update(done, f"loss {loss:.4f}{shown} {tps:,.0f} tok/s")
         if step % cfg.log_every == 0:
-            log_metrics(cfg.log_path, {"kind": "train", "step": step, "loss": loss, "lr": opt.param_groups[0]["lr"],
+            log_metrics(log_path, {"kind": "train", "step": step, "loss": loss, "lr": opt.param_groups[0]["lr"],
                                        "tokens_per_s": tps, "grad_norm": grad_norm,
                                        **{k: v for k, v in totals.items() if k not in ("loss", "tokens")}})
             t_last, tokens = now, 0
@@ -139,12 +160,12 @@ def run(model, task, cfg: LoopConfig, score: str = "accuracy", label: str = "ste
             result = task.evaluate(step)
             entry = {"kind": "eval", "step": done, **result}
             history.append(entry)
-            log_metrics(cfg.log_path, entry)
+            log_metrics(log_path, entry)
             if best is None or result[score] > best:
                 best, since_best = result[score], 0
             else:
                 since_best += 1
-            if cfg.checkpoint_dir:
+            if cfg.checkpoint_dir and comm.is_root:
                 state = task.state_dict()
                 clash = sorted(set(state) & set(LOOP_KEYS))
                 if clash:
@@ -155,7 +176,7 @@ def run(model, task, cfg: LoopConfig, score: str = "accuracy", label: str = "ste
             if cfg.patience and since_best >= cfg.patience:
                 break
     progress.close()
-    if cfg.log_path and cfg.plot_path:
-        plot_metrics(cfg.log_path, cfg.plot_path, score)
+    if log_path and cfg.plot_path:
+        plot_metrics(log_path, cfg.plot_path, score)
     return {"history": history, f"best_{score}": best, "steps_done": done}
 

@@ -5,6 +5,12 @@ is checkpointed), renders them in the format, and takes the mean next-token cros
 completion tokens. With several threads on CPU the micro-batch is split into one shard per thread
 (parallel.data_parallel_backward, shards weighted by their scored tokens, so the gradient is the
 whole micro-batch's). Evaluation is greedy decoding on the held-out split (train/evaluation.py).
+
+Under several processes (comm.py; `mpiexec -n N`) every rank draws the same micro-batch from the
+same sampler and takes its contiguous 1/N of the rows; its loss is weighted by its share of the
+micro-batch's scored tokens, so the loop's sum of the ranks' gradients is the one-process gradient
+(to the rounding of the sum order). batch_size must be a multiple of N; the sampler's state is the
+same on every rank, so a checkpoint resumes with any such N.
 """
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..comm import get_comm
 from ..data.formats import IGNORE, encode_example, make_batch
 from ..parallel import data_parallel_backward
 from . import loop
@@ -37,10 +44,16 @@ class TrainConfig(loop.LoopConfig):
 
 
 class SFTTask:
-    """Next-token cross-entropy on the completions of `records` rendered in format `fmt`."""
+    """Next-token cross-entropy on the completions of `records` rendered in format `fmt`; `comm`
+    (default comm.get_comm()) the processes that share each batch."""
+    shards_by_rank = True
 
-    def __init__(self, model, tok, train_records, eval_records, fmt: str, cfg: TrainConfig):
+    def __init__(self, model, tok, train_records, eval_records, fmt: str, cfg: TrainConfig, comm=None):
         self.model, self.tok, self.fmt, self.cfg = model, tok, fmt, cfg
+        self.comm = get_comm() if comm is None else comm
+        if cfg.batch_size % self.comm.size:
+            raise ValueError(f"TrainConfig.batch_size ({cfg.batch_size}) must be a multiple of the number of "
+                             f"processes ({self.comm.size}): each takes an equal share of every batch")
         self.examples = [encode_example(r, tok, fmt) for r in train_records]
         too_long = [len(e.ids) for e in self.examples if len(e.ids) - 1 > model.cfg.context_length]
         if too_long:
@@ -54,6 +67,12 @@ class SFTTask:
         batch = [self.examples[i] for i in self.sampler.integers(0, len(self.examples), size=self.cfg.batch_size)]
         ids, targets, mask = make_batch(batch, self.tok.pad_id)
         weight = 1.0 / n_micro
+        if self.comm.size > 1:          # this rank's rows, weighted by their share of the scored tokens
+            scored = int((targets != IGNORE).sum())
+            share = len(ids) // self.comm.size
+            rows = slice(self.comm.rank * share, (self.comm.rank + 1) * share)
+            ids, targets, mask = ids[rows], targets[rows], mask[rows]
+            weight *= int((targets != IGNORE).sum()) / scored
         if self.cfg.data_parallel:      # one shard (a plain backward) on CuPy or with one thread
             loss = data_parallel_backward(lambda i, t, m: self.model.loss(i, t, pad_mask=m) * weight,
                                           (ids, targets, mask), self.params,
@@ -62,7 +81,7 @@ class SFTTask:
             scaled = self.model.loss(ids, targets, pad_mask=mask) * weight
             scaled.backward()
             loss = scaled.item()
-        return {"loss": loss, "tokens": int(mask.sum())}
+        return {"loss": loss, "tokens": int(mask.sum())}     # the loop sums both over the ranks
 
     def evaluate(self, step: int) -> dict:
         return evaluate(self.model, self.tok, self.eval_records, self.fmt, self.cfg.eval_batch, self.cfg.max_new_tokens)
