@@ -285,7 +285,11 @@ def build(kind: str, dtype):
     """HF's model at O(1)-scale random weights, and ours from its config.json, loaded with its weights."""
     torch.manual_seed(0)
     cfg = hf_config(kind)
-    hf = transformers.Qwen3MoeForCausalLM(cfg)
+    return randomized_pair(transformers.Qwen3MoeForCausalLM(cfg), cfg, dtype)
+
+
+def randomized_pair(hf, cfg, dtype):
+    """`hf` at O(1)-scale random weights in `dtype`, and ours built from its config and loaded with them."""
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for n, p in hf.named_parameters():

@@ -1,4 +1,4 @@
-"""Hugging Face Llama, Qwen2, Qwen3, Qwen3-MoE and GPT-2 checkpoints as our Transformer.
+"""Hugging Face Llama, Qwen2, Qwen3, Qwen3-MoE, dense DeepSeek-V3 and GPT-2 checkpoints as our Transformer.
 
 config_from_hf reads a `config.json` dict (for the Llama family either transformers 5's
 `rope_parameters` form or the older top-level `rope_theta` / `rope_scaling`) and refuses, naming the
@@ -12,6 +12,13 @@ Qwen3-MoE is Qwen3 with nn/moe.py's MoE MLP (softmax router, no shared experts):
 num_experts_per_tok, moe_intermediate_size, norm_topk_prob, router_aux_loss_coef, decoder_sparse_step
 and mlp_only_layers become the moe_* fields. Its experts are stored stacked, mlp.experts.gate_up_proj
 (E, 2 hidden, d: each expert's gate then up) and mlp.experts.down_proj (E, d, hidden): split here.
+
+DeepSeek-V3 is the Llama block with nn/mla.py's multi-head latent attention (attention="mla": q_lora_rank,
+kv_lora_rank, qk_rope_head_dim, qk_nope_head_dim, v_head_dim, rope_interleave become the mla_* fields;
+its attention parameter names are transformers'). Only configs whose every layer is dense
+(first_k_dense_replace >= num_hidden_layers): DeepSeek's MoE (sigmoid scores with a correction bias,
+group-limited top-k, routed_scaling_factor) is not nn/moe.py's; yarn RoPE (and its softmax mscale) is
+refused too.
 
 GPT-2's GELU is the tanh approximation (gelu_new): TransformerConfig.gelu_approximate="tanh".
 
@@ -30,7 +37,7 @@ import numpy as np
 
 from ..nn import Transformer, TransformerConfig
 
-MODEL_TYPES = ("llama", "qwen2", "qwen3", "qwen3_moe", "gpt2")
+MODEL_TYPES = ("llama", "qwen2", "qwen3", "qwen3_moe", "deepseek_v3", "gpt2")
 
 # transformers' class defaults (LlamaConfig, Qwen2Config, Qwen3Config, Qwen3MoeConfig) for the keys that
 # change the math
@@ -42,6 +49,9 @@ _DEFAULTS = {
     "qwen3_moe": dict(num_key_value_heads=4, head_dim=None, attention_bias=False, num_experts=128,
                       num_experts_per_tok=8, moe_intermediate_size=768, norm_topk_prob=False,
                       router_aux_loss_coef=0.001, decoder_sparse_step=1, mlp_only_layers=None),
+    "deepseek_v3": dict(num_key_value_heads=None, attention_bias=False, q_lora_rank=1536, kv_lora_rank=512,
+                        qk_rope_head_dim=64, qk_nope_head_dim=128, v_head_dim=128, rope_interleave=True,
+                        n_routed_experts=256, first_k_dense_replace=3),
 }
 _COMMON_DEFAULTS = dict(hidden_act="silu", rms_norm_eps=1e-6, tie_word_embeddings=False, attention_dropout=0.0,
                         rope_theta=10000.0, use_sliding_window=False, sliding_window=4096, max_window_layers=28)
@@ -54,8 +64,8 @@ def _fail(field: str, value, why: str):
 
 
 def config_from_hf(hf: dict) -> TransformerConfig:
-    """Our TransformerConfig for a Hugging Face config.json dict of model_type llama, qwen2, qwen3, qwen3_moe
-    or gpt2."""
+    """Our TransformerConfig for a Hugging Face config.json dict of model_type llama, qwen2, qwen3, qwen3_moe,
+    deepseek_v3 (every layer dense) or gpt2."""
     if not isinstance(hf, dict):
         raise ValueError(f"config_from_hf: a config.json dict is needed, got {type(hf).__name__}")
     model_type = hf.get("model_type")
@@ -63,6 +73,8 @@ def config_from_hf(hf: dict) -> TransformerConfig:
         _fail("model_type", model_type, f"supported are {MODEL_TYPES}")
     if hf.get("quantization_config") is not None:
         _fail("quantization_config", hf["quantization_config"], "quantized checkpoints are not supported")
+    if model_type == "deepseek_v3":
+        return _deepseek_v3_config(hf)
     return _gpt2_config(hf) if model_type == "gpt2" else _llama_config(hf, model_type)
 
 
@@ -150,6 +162,34 @@ def _llama_config(hf: dict, model_type: str) -> TransformerConfig:
         **(_moe(hf, get) if model_type == "qwen3_moe" else {}))
 
 
+def _deepseek_v3_config(hf: dict) -> TransformerConfig:
+    """DeepSeek-V3 with every layer dense: the Llama block with multi-head latent attention."""
+    missing = [k for k in _REQUIRED if hf.get(k) is None]
+    if missing:
+        raise ValueError(f"config_from_hf: the deepseek_v3 config has no {missing}")
+    get = {**_COMMON_DEFAULTS, **_DEFAULTS["deepseek_v3"], **hf}.get
+    if get("hidden_act") != "silu":
+        _fail("hidden_act", get("hidden_act"), "the SwiGLU MLP here gates with silu only")
+    if get("attention_dropout"):
+        _fail("attention_dropout", get("attention_dropout"), "dropout on the attention weights alone is not "
+              "expressible (TransformerConfig.dropout also drops the residual branches)")
+    layers = get("num_hidden_layers")
+    if get("n_routed_experts") and get("first_k_dense_replace") < layers:
+        _fail("first_k_dense_replace", get("first_k_dense_replace"),
+              f"layers from it on ({layers} layers) are DeepSeek's mixture of experts (sigmoid scores with a "
+              "correction bias, group-limited top-k, routed_scaling_factor), which is not supported: only "
+              "every layer dense (first_k_dense_replace >= num_hidden_layers)")
+    n_heads = get("num_attention_heads")
+    return TransformerConfig.llama(
+        vocab_size=get("vocab_size"), context_length=get("max_position_embeddings"), d_model=get("hidden_size"),
+        n_layers=layers, n_heads=n_heads, n_kv_heads=get("num_key_value_heads") or n_heads,
+        mlp_hidden=get("intermediate_size"), bias=bool(get("attention_bias")), mlp_bias=False,
+        tie_embeddings=bool(get("tie_word_embeddings")), norm_eps=float(get("rms_norm_eps")), **_rope(hf, get),
+        attention="mla", mla_q_rank=get("q_lora_rank"), mla_kv_rank=get("kv_lora_rank"),
+        mla_rope_dim=get("qk_rope_head_dim"), mla_nope_dim=get("qk_nope_head_dim"), mla_v_dim=get("v_head_dim"),
+        mla_rope_interleave=bool(get("rope_interleave")))
+
+
 def _moe(hf: dict, get) -> dict:
     """Our moe_* fields of a Qwen3-MoE config (none with num_experts 0: every layer is dense there)."""
     experts = hf.get("num_experts", hf.get("num_local_experts", get("num_experts")))   # the config's alias
@@ -210,6 +250,10 @@ _TOP_NAMES = {"tok_emb.weight": "model.embed_tokens.weight", "norm.weight": "mod
 _BLOCK_NAMES = {   # ours under blocks.{i}. -> HF's under model.layers.{i}.
     **{f"attn.{p}.{kind}": f"self_attn.{p}.{kind}" for p in ("q_proj", "k_proj", "v_proj", "o_proj")
        for kind in ("weight", "bias")},
+    **{f"attn.{p}.{kind}": f"self_attn.{p}.{kind}" for p in ("q_a_proj", "q_b_proj", "kv_a_proj_with_mqa",
+                                                              "kv_b_proj") for kind in ("weight", "bias")},
+    "attn.q_a_layernorm.weight": "self_attn.q_a_layernorm.weight",       # DeepSeek's latent attention (nn/mla.py)
+    "attn.kv_a_layernorm.weight": "self_attn.kv_a_layernorm.weight",
     "attn.q_norm.weight": "self_attn.q_norm.weight", "attn.k_norm.weight": "self_attn.k_norm.weight",
     "attn_norm.weight": "input_layernorm.weight", "mlp_norm.weight": "post_attention_layernorm.weight",
     "mlp.router.weight": "mlp.gate.weight",        # Qwen3-MoE's router (its experts: checkpoint_layout)
@@ -292,6 +336,9 @@ def checkpoint_layout(model: Transformer) -> Layout:
     (RoPE, RMSNorm, SwiGLU) or GPT-2 (learned positions, LayerNorm, GELU, biases, plain multi-head)."""
     cfg, own = model.cfg, model.state_dict()
     if (cfg.positions, cfg.norm, cfg.mlp) == ("rope", "rmsnorm", "swiglu"):
+        if cfg.moe_experts and cfg.attention == "mla":
+            raise ValueError("checkpoint_layout: DeepSeek-V3 checkpoints are read with every layer dense only "
+                             "(its mixture of experts is not nn/moe.py's)")
         if cfg.moe_experts and (cfg.moe_router, cfg.moe_shared_experts, cfg.mlp_bias) != ("softmax", 0, False):
             raise ValueError("checkpoint_layout: a mixture-of-experts config matches Qwen3-MoE only with "
                              "moe_router='softmax', no shared experts and no MLP biases")

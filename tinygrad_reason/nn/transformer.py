@@ -12,6 +12,11 @@ moe_experts SwiGLU (or GELU) experts of moe_hidden units, moe_top_k of them per 
 always-on shared experts. loss() then adds moe_aux_coef x the load-balancing loss (+ moe_z_coef x the
 router z-loss) over all MoE layers, as Qwen3MoeForCausalLM adds its aux_loss with output_router_logits.
 
+Multi-head latent attention (attention="mla", nn/mla.py; DeepSeek-V2/V3): keys and values come
+from a compressed latent of mla_kv_rank features per token plus one rotary key of mla_rope_dim shared
+by all heads, optionally with compressed queries (mla_q_rank); the KV cache (LatentCache) holds
+just those mla_kv_rank + mla_rope_dim numbers per token and layer.
+
 step_attention ("none" by default; "mask" or "bias", nn/step_attention.py): the attention of a
 chain-of-thought token is shaped by the step structure of the ids, read with the special ids of
 cfg.step_ids (step_ids_from_tokenizer(tok)). Every forward computes the relations from its ids; with
@@ -31,6 +36,7 @@ from .. import functional as F
 from ..ops.rope import ROPE_SCALINGS, rope_tables
 from ..tensor import Tensor
 from .attention import CausalSelfAttention, KVCache
+from .mla import LatentCache, MultiHeadLatentAttention
 from .layers import MLP, Dropout, Embedding, LayerNorm, Linear, RMSNorm, SwiGLU, normal_, zeros_
 from .module import Module, ModuleList
 from .moe import ROUTERS, MoE, load_balancing_loss, router_z_loss
@@ -39,6 +45,7 @@ from .step_attention import MODES as STEP_MODES, StepStructure, check_step_ids, 
 POSITIONS = ("learned", "sinusoidal", "learned+sinusoidal", "rope", "none")
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu")
+ATTENTIONS = ("mha", "mla")
 
 
 @dataclass
@@ -82,6 +89,13 @@ class TransformerConfig:
     moe_z_coef: float = 0.0              # weight of the router z-loss in loss() (ST-MoE uses 0.001)
     moe_every: int = 1                   # layer i is MoE when (i + 1) % moe_every == 0 (Qwen3-MoE's decoder_sparse_step)
     moe_dense_layers: tuple = ()         # layers kept dense whatever moe_every says (Qwen3-MoE's mlp_only_layers)
+    attention: str = "mha"               # "mha" (multi-head / grouped-query) or "mla" (latent attention, nn/mla.py)
+    mla_q_rank: int | None = None        # MLA: rank of the query compression (q_lora_rank); None: one q_proj
+    mla_kv_rank: int | None = None       # MLA: width of the cached latent c (kv_lora_rank)
+    mla_rope_dim: int | None = None      # MLA: rotary features per head, one key for all heads (qk_rope_head_dim)
+    mla_nope_dim: int | None = None      # MLA: per-head key features without position (qk_nope_head_dim)
+    mla_v_dim: int | None = None         # MLA: per-head value width (v_head_dim)
+    mla_rope_interleave: bool = True     # MLA: RoPE on interleaved pairs (x0, x1), (x2, x3), ... (rope_interleave)
 
     def __post_init__(self):
         self.validate()
@@ -93,6 +107,7 @@ class TransformerConfig:
                 raise ValueError(f"TransformerConfig.{name} must be a positive integer, got {value!r}")
         if self.n_kv_heads is None:
             self.n_kv_heads = self.n_heads
+        self._validate_mla()
         if self.n_kv_heads <= 0 or self.n_heads % self.n_kv_heads:
             raise ValueError(f"TransformerConfig: n_kv_heads ({self.n_kv_heads}) must divide n_heads ({self.n_heads})")
         if self.head_dim is None:
@@ -104,7 +119,7 @@ class TransformerConfig:
             raise ValueError(f"TransformerConfig.head_dim must be positive, got {self.head_dim}")
         if self.positions not in POSITIONS:
             raise ValueError(f"TransformerConfig.positions must be one of {POSITIONS}, got {self.positions!r}")
-        if self.positions == "rope" and self.head_dim % 2:
+        if self.positions == "rope" and self.head_dim % 2 and self.attention == "mha":
             raise ValueError(f"TransformerConfig: RoPE needs an even head_dim, got {self.head_dim}")
         if "sinusoidal" in self.positions and self.d_model % 2:
             raise ValueError(f"TransformerConfig: sinusoidal positions need an even d_model, got {self.d_model}")
@@ -174,6 +189,56 @@ class TransformerConfig:
         if not any(self.is_moe_layer(i) for i in range(self.n_layers)):
             raise ValueError(f"TransformerConfig: moe_experts={self.moe_experts} but no layer is MoE (moe_every="
                              f"{self.moe_every}, moe_dense_layers={self.moe_dense_layers}, n_layers={self.n_layers})")
+
+    def _validate_mla(self) -> None:
+        """MLA's fields (before head_dim is derived: with MLA it is the query / key width, nope + rope)."""
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"TransformerConfig.attention must be one of {ATTENTIONS}, got {self.attention!r}")
+        if self.attention == "mha":
+            defaults = {f.name: f.default for f in dataclasses.fields(self)}
+            for f in dataclasses.fields(self):
+                if f.name.startswith("mla_") and getattr(self, f.name) != defaults[f.name]:
+                    raise ValueError(f"TransformerConfig.{f.name}={getattr(self, f.name)!r} is only read with "
+                                     f"attention='mla', got attention='mha'")
+            return
+        for name in ("mla_kv_rank", "mla_rope_dim", "mla_nope_dim", "mla_v_dim", "mla_q_rank"):
+            value = getattr(self, name)
+            if name == "mla_q_rank" and value is None:
+                continue
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"TransformerConfig.{name} must be a positive integer with attention='mla'"
+                                 f"{' (or None)' if name == 'mla_q_rank' else ''}, got {value!r}")
+        if self.mla_rope_dim % 2:
+            raise ValueError(f"TransformerConfig.mla_rope_dim must be even (RoPE rotates pairs), "
+                             f"got {self.mla_rope_dim}")
+        if not isinstance(self.mla_rope_interleave, (bool, np.bool_)):
+            raise ValueError(f"TransformerConfig.mla_rope_interleave must be a bool, "
+                             f"got {self.mla_rope_interleave!r}")
+        if self.positions != "rope":
+            raise ValueError(f"TransformerConfig: attention='mla' needs positions='rope' (its shared key is rotary), "
+                             f"got positions={self.positions!r}")
+        if self.rope_scaling != "none":
+            raise ValueError(f"TransformerConfig: attention='mla' does not support rope_scaling (DeepSeek's yarn "
+                             f"scaling also rescales the softmax, not implemented), got {self.rope_scaling!r}")
+        if self.n_kv_heads != self.n_heads:
+            raise ValueError(f"TransformerConfig: with attention='mla' every head has its own key and value from the "
+                             f"latent: n_kv_heads must be None or n_heads ({self.n_heads}), got {self.n_kv_heads}")
+        if self.qk_norm:
+            raise ValueError("TransformerConfig: qk_norm is not supported with attention='mla'")
+        if self.step_attention != "none":
+            raise ValueError(f"TransformerConfig: step_attention={self.step_attention!r} is not supported with "
+                             f"attention='mla'")
+        qk = self.mla_nope_dim + self.mla_rope_dim
+        if self.head_dim is None:
+            self.head_dim = qk
+        if self.head_dim != qk:
+            raise ValueError(f"TransformerConfig.head_dim must be None or mla_nope_dim + mla_rope_dim ({qk}) with "
+                             f"attention='mla', got {self.head_dim}")
+
+    @property
+    def rope_dim(self) -> int:
+        """The width RoPE rotates: the head (mha) or MLA's rope part."""
+        return self.mla_rope_dim if self.attention == "mla" else self.head_dim
 
     def is_moe_layer(self, i: int) -> bool:
         """Whether layer i has the mixture-of-experts MLP (Qwen3-MoE's rule)."""
@@ -276,8 +341,14 @@ class Block(Module):
         norm = (lambda: LayerNorm(cfg.d_model, cfg.norm_eps, cfg.bias, dtype)) if cfg.norm == "layernorm" \
             else (lambda: RMSNorm(cfg.d_model, cfg.norm_eps, dtype))
         self.attn_norm = norm()
-        self.attn = CausalSelfAttention(cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.qkv_bias,
-                                        cfg.o_bias, cfg.qk_norm, cfg.dropout, cfg.norm_eps, dtype, cfg.step_attention)
+        if cfg.attention == "mla":
+            self.attn = MultiHeadLatentAttention(cfg.d_model, cfg.n_heads, cfg.mla_kv_rank, cfg.mla_rope_dim,
+                                                 cfg.mla_nope_dim, cfg.mla_v_dim, cfg.mla_q_rank, cfg.qkv_bias,
+                                                 cfg.o_bias, cfg.dropout, cfg.mla_rope_interleave, dtype)
+        else:
+            self.attn = CausalSelfAttention(cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.qkv_bias,
+                                            cfg.o_bias, cfg.qk_norm, cfg.dropout, cfg.norm_eps, dtype,
+                                            cfg.step_attention)
         self.mlp_norm = norm()
         if cfg.is_moe_layer(layer):
             self.mlp = MoE(cfg.d_model, cfg.moe_experts, cfg.moe_top_k, cfg.moe_hidden, cfg.mlp,
@@ -306,7 +377,7 @@ class Transformer(Module):
         self.lm_head = None if cfg.tie_embeddings else Linear(cfg.d_model, cfg.vocab_size, False, dtype)
         self._sinusoidal = sinusoidal_table(cfg.context_length, cfg.d_model, dtype) \
             if "sinusoidal" in cfg.positions else None
-        self._rope = rope_tables(cfg.context_length, cfg.head_dim, cfg.rope_base, dtype,
+        self._rope = rope_tables(cfg.context_length, cfg.rope_dim, cfg.rope_base, dtype,
                                  **cfg.rope_scaling_kwargs()) if cfg.positions == "rope" else None
         self.init_weights()
 
@@ -336,7 +407,7 @@ class Transformer(Module):
         if self._sinusoidal is not None:
             self._sinusoidal = backend.to_device(sinusoidal_table(cfg.context_length, cfg.d_model, dtype), device)
         if self._rope is not None:
-            self._rope = rope_tables(cfg.context_length, cfg.head_dim, cfg.rope_base, dtype, device,
+            self._rope = rope_tables(cfg.context_length, cfg.rope_dim, cfg.rope_base, dtype, device,
                                      **cfg.rope_scaling_kwargs())
         return self
 
@@ -348,6 +419,9 @@ class Transformer(Module):
         """A KV cache for `batch` rows of up to max_len positions (default the context); with step
         attention it carries the StepStructure of the positions fed."""
         cfg = self.cfg
+        if cfg.attention == "mla":      # the compressed latent and the rope key of each position (nn/mla.py)
+            return LatentCache(cfg.n_layers, batch, max_len or cfg.context_length,
+                               cfg.mla_kv_rank + cfg.mla_rope_dim, self.tok_emb.weight.dtype, self.device)
         cache = KVCache(cfg.n_layers, batch, cfg.n_kv_heads, max_len or cfg.context_length, cfg.head_dim,
                         self.tok_emb.weight.dtype, self.device)
         if cfg.step_attention != "none":
