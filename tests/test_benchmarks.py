@@ -96,3 +96,13 @@ def test_bench_grpo_tiny_same_logprobs():
     assert row["mean_logprob_ours"] == pytest.approx(row["mean_logprob_torch"], abs=1e-4)
     for key in ("ratio_rollout", "ratio_update", "ratio_step", "ours_rollout_tokens_per_s"):
         assert row[key] > 0, key
+
+
+def test_bench_moe_tiny_sides_agree():
+    rows = _run("bench_moe.py", "--tokens", "64", "--dim", "16", "--hidden", "8", "--experts", "4", "--repeats", "1")
+    (row,) = rows
+    assert row["experts"] == 4 and row["top_k"] == 2
+    assert row["max_abs_diff"]["y"] < 1e-5 and row["max_abs_diff"]["grad_x"] < 1e-5
+    assert row["max_abs_diff"]["grad_expert0_down"] < 1e-4
+    for key in ("ours_moe_ms", "torch_moe_ms", "moe_ratio_torch_over_ours", "ours_moe_over_dense"):
+        assert row[key] > 0, key
