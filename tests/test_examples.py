@@ -98,3 +98,18 @@ def test_smollm2_example_chats_and_solves(tmp_path, smollm2_gguf):
     assert probs and all(0 < p <= 1 for p in probs)
     assert "== greedy: " in run.stdout and "== tool: " in run.stdout
     assert re.search(r"answer \S+ \(reference 10\) (right|wrong)", run.stdout)
+
+
+def test_moe_and_mla_example_shows_routing_losses_and_the_latent_cache(tmp_path):
+    run = run_example("07_moe_and_mla.py", cwd=tmp_path)
+    assert run.returncode == 0, f"stdout:\n{run.stdout}\nstderr:\n{run.stderr}"
+    routed = re.findall(r"token \d \(id +\d+\) -> expert (\d) x ([0-9.]+), expert (\d) x ([0-9.]+)", run.stdout)
+    assert len(routed) == 6
+    for e1, g1, e2, g2 in routed:         # two different experts, renormalized gates, larger first
+        assert e1 != e2 and abs(float(g1) + float(g2) - 1) < 2e-3 and float(g1) >= float(g2)
+    counts = re.search(r"tokens per expert in this row: \[(.*)\]", run.stdout).group(1)
+    assert sum(int(c) for c in counts.split(",")) == 2 * 12
+    assert re.search(r"loss parts: cross_entropy [0-9.]+, load_balancing [0-9.]+, router_z [0-9.]+", run.stdout)
+    assert re.search(r"cache per token and layer: MLA 48 bytes .* multi-head attention 256 bytes", run.stdout)
+    diff = float(re.search(r"max \|logit difference\| ([0-9.e+-]+)", run.stdout).group(1))
+    assert diff < 1e-5
