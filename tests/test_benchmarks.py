@@ -106,3 +106,14 @@ def test_bench_moe_tiny_sides_agree():
     assert row["max_abs_diff"]["grad_expert0_down"] < 1e-4
     for key in ("ours_moe_ms", "torch_moe_ms", "moe_ratio_torch_over_ours", "ours_moe_over_dense"):
         assert row[key] > 0, key
+
+
+def test_bench_mpi_tiny_reports_every_mode():
+    import shutil
+    if shutil.which("mpiexec") is None:
+        pytest.skip("no mpiexec on PATH (pip install -e '.[mpi]')")
+    (row,) = _run("bench_mpi.py", "--configs", "tiny", "--steps", "1")
+    assert row["ranks"] == 2 and row["gradient_floats"] > 0
+    for key in ("one_thread_step_s", "threads_step_s", "mpi_step_s", "allreduce_s", "efficiency_mpi"):
+        assert row[key] > 0, key
+    assert 0 < row["allreduce_share"] < 1
