@@ -45,7 +45,7 @@ def test_gradient_buffer_round_trips_and_fills_missing_grads_with_zeros():
     flat *= 2
     buf.unpack()
     assert p.grad.data.tolist() == [[0, 2, 4], [6, 8, 10]] and q.grad.data.tolist() == [0, 0, 0, 0]
-    GradientBuffer([p, q]).allreduce_mean(SingleProcess())      # one process: unchanged
+    GradientBuffer([p, q]).allreduce_sum(SingleProcess())       # one process: unchanged
     assert p.grad.data[1, 2] == 10
     with pytest.raises(ValueError, match="mix dtypes"):
         GradientBuffer([p, tg.Tensor(np.zeros(2, np.float32), requires_grad=True)])
@@ -94,7 +94,7 @@ def test_mpi_collectives_are_exact(tmp_path):
         assert r["size"] == 2 and r["launched"] and r["mpi"]
         assert r["allreduce_float32_exact"] and r["allreduce_float64_exact"]
         assert r["broadcast"] == [7.0] * 5 and r["broadcast_object"] == {"seed": 10}
-        assert r["grad_mean"] == [[[1.5] * 3] * 2, [2.0] * 4]
+        assert r["grad_sum"] == [[[3.0] * 3] * 2, [4.0] * 4]
 
 
 def test_mpi_config_mismatch_is_an_error_on_every_rank(tmp_path):

@@ -4,7 +4,7 @@
     comm.check_same("train config", cfg_dict)      # every rank has the same config, or a clear error on all
     comm.broadcast_(weights)          # rank 0's array into every rank's, in place
     buf = GradientBuffer(params)      # one preallocated flat float buffer for every gradient
-    buf.allreduce_mean(comm)          # grads <- the mean over ranks of each rank's grads
+    buf.allreduce_sum(comm)           # grads <- the sum over ranks (each rank's loss weighted by its share)
     comm.allgather(metrics)           # a small picklable object from every rank, in rank order
 
 `SingleProcess` (size 1) is the default: each collective is the identity, so the loop's code is the
@@ -191,14 +191,6 @@ class GradientBuffer:
         if comm.size == 1:
             return
         comm.allreduce_sum_(self.pack())
-        self.unpack()
-
-    def allreduce_mean(self, comm: Comm) -> None:
-        """grads <- (sum over ranks of grads) / comm.size; one allreduce."""
-        if comm.size == 1:
-            return
-        comm.allreduce_sum_(self.pack())
-        self.flat *= 1.0 / comm.size
         self.unpack()
 
 

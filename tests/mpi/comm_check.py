@@ -41,8 +41,8 @@ if mode == "ok":
         q.grad = None
     else:
         q.grad = tg.Tensor(np.full(4, 4.0))
-    GradientBuffer([p, q]).allreduce_mean(comm)
-    out["grad_mean"] = [p.grad.data.tolist(), q.grad.data.tolist()]
+    GradientBuffer([p, q]).allreduce_sum(comm)
+    out["grad_sum"] = [p.grad.data.tolist(), q.grad.data.tolist()]
     comm.barrier()
 elif mode == "mismatch":
     try:

@@ -25,6 +25,7 @@ import time
 
 from ..io.atomic import write_json
 from .config import CLIError, setup_threads
+from .rl_model import changed_options, cmd_rl_model
 from .runs import evaluate_split, load_run
 
 RL_FILE = "rl.json"
@@ -105,7 +106,6 @@ def cmd_rl(args) -> None:
     if (args.run is None) == (args.model is None):
         raise CLIError("rl: give exactly one of --run (a chain-of-thought run) and --model (a pretrained chat model)")
     if args.model is not None:
-        from .rl_model import cmd_rl_model
         return cmd_rl_model(args, gcfg, _config_record(gcfg))
     cfg, tok, model, splits = load_run(args.run, splits="all")
     if cfg["train"]["format"] != "cot":
@@ -118,10 +118,10 @@ def cmd_rl(args) -> None:
     if os.path.exists(os.path.join(args.out, "checkpoint", "checkpoint.json")) and os.path.exists(path):
         with open(path) as f:
             old = json.load(f)
-        changed = sorted(k for k in record["config"] if k != "steps" and old["config"].get(k) != record["config"][k])
-        if old["run"] != record["run"] or changed:
+        changed = changed_options(old, record)
+        if changed:
             raise CLIError(f"{args.out} holds a GRPO checkpoint from {old['run']} with other options "
-                           f"({', '.join(changed) or 'run'}); resume with the same ones or use another --out")
+                           f"({', '.join(changed)}); resume with the same ones or use another --out")
     os.makedirs(args.out, exist_ok=True)
     write_json(path, record)
     for name in ("config.json", "tokenizer.json"):      # the output is a run directory eval / sample can read

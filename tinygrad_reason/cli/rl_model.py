@@ -42,6 +42,13 @@ def parse_knobs(items) -> dict:
     return knobs
 
 
+def changed_options(old: dict, new: dict) -> list:
+    """The options of a saved run record (rl.json) that a new invocation changes: top-level fields and
+    GRPO config fields, all but `steps` (a resume may train longer)."""
+    changed = sorted(k for k in new if k != "config" and old.get(k) != new[k])
+    return changed + sorted(k for k in new["config"] if k != "steps" and old["config"].get(k) != new["config"][k])
+
+
 def make_task_splits(args) -> dict:
     from ..data.splits import TASKS, make_splits
     if args.task not in TASKS:
@@ -75,8 +82,7 @@ def cmd_rl_model(args, gcfg, config_record: dict) -> None:
     if os.path.exists(os.path.join(args.out, "checkpoint", "checkpoint.json")) and os.path.exists(path):
         with open(path) as f:
             old = json.load(f)
-        changed = sorted(k for k in record if k != "config" and old.get(k) != record[k])
-        changed += sorted(k for k in record["config"] if k != "steps" and old["config"].get(k) != record["config"][k])
+        changed = changed_options(old, record)
         if changed:
             raise CLIError(f"{args.out} holds a GRPO checkpoint with other options ({', '.join(changed)}); "
                            "resume with the same ones or use another --out")

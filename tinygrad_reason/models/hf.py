@@ -129,18 +129,24 @@ def _gpt2_config(hf: dict) -> TransformerConfig:
     return cfg
 
 
-def _llama_config(hf: dict, model_type: str) -> TransformerConfig:
-    """Llama, Qwen2, Qwen3 and Qwen3-MoE: RoPE, RMSNorm, SwiGLU."""
+def _swiglu_family_get(hf: dict, model_type: str):
+    """The config's lookup with transformers' defaults, after the checks every SwiGLU family shares:
+    the sizes are given, silu gates the MLP, no attention-only dropout."""
     missing = [k for k in _REQUIRED if hf.get(k) is None]
     if missing:
         raise ValueError(f"config_from_hf: the {model_type} config has no {missing}")
     get = {**_COMMON_DEFAULTS, **_DEFAULTS[model_type], **hf}.get
-
     if get("hidden_act") != "silu":
         _fail("hidden_act", get("hidden_act"), "the SwiGLU MLP here gates with silu only")
     if get("attention_dropout"):
         _fail("attention_dropout", get("attention_dropout"), "dropout on the attention weights alone is not "
               "expressible (TransformerConfig.dropout also drops the residual branches)")
+    return get
+
+
+def _llama_config(hf: dict, model_type: str) -> TransformerConfig:
+    """Llama, Qwen2, Qwen3 and Qwen3-MoE: RoPE, RMSNorm, SwiGLU."""
+    get = _swiglu_family_get(hf, model_type)
     if model_type == "qwen3_moe":      # Qwen3MoeModel's sliding-window mask, when on, covers every layer
         if get("use_sliding_window"):
             _fail("use_sliding_window", True, "sliding-window attention is not supported, only full causal attention")
@@ -164,15 +170,7 @@ def _llama_config(hf: dict, model_type: str) -> TransformerConfig:
 
 def _deepseek_v3_config(hf: dict) -> TransformerConfig:
     """DeepSeek-V3 with every layer dense: the Llama block with multi-head latent attention."""
-    missing = [k for k in _REQUIRED if hf.get(k) is None]
-    if missing:
-        raise ValueError(f"config_from_hf: the deepseek_v3 config has no {missing}")
-    get = {**_COMMON_DEFAULTS, **_DEFAULTS["deepseek_v3"], **hf}.get
-    if get("hidden_act") != "silu":
-        _fail("hidden_act", get("hidden_act"), "the SwiGLU MLP here gates with silu only")
-    if get("attention_dropout"):
-        _fail("attention_dropout", get("attention_dropout"), "dropout on the attention weights alone is not "
-              "expressible (TransformerConfig.dropout also drops the residual branches)")
+    get = _swiglu_family_get(hf, "deepseek_v3")
     layers = get("num_hidden_layers")
     if get("n_routed_experts") and get("first_k_dense_replace") < layers:
         _fail("first_k_dense_replace", get("first_k_dense_replace"),

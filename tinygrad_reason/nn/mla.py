@@ -100,8 +100,7 @@ def _padded(a: Tensor, width: int) -> Tensor:
     """a with zero features appended on the last axis up to `width`."""
     if a.shape[-1] == width:
         return a
-    zeros = Tensor._wrap(a.xp.zeros(a.shape[:-1] + (width - a.shape[-1],), dtype=a.dtype))
-    return F.concatenate([a, zeros], axis=-1)
+    return F.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, width - a.shape[-1])])
 
 
 class MultiHeadLatentAttention(Module):

@@ -147,6 +147,13 @@ class TransformerConfig:
         self._validate_step_attention()
         self._validate_moe()
 
+    def _refuse_unread(self, prefix: str, read_with: str, keep: str = "") -> None:
+        """A field starting with `prefix` (but `keep`) set away from its default while the option that
+        reads them is off is a mistake, not something to ignore."""
+        for f in dataclasses.fields(self):
+            if f.name.startswith(prefix) and f.name != keep and getattr(self, f.name) != f.default:
+                raise ValueError(f"TransformerConfig.{f.name}={getattr(self, f.name)!r} is only read with {read_with}")
+
     def _validate_moe(self) -> None:
         if not isinstance(self.moe_experts, (int, np.integer)) or isinstance(self.moe_experts, bool) \
                 or self.moe_experts < 0:
@@ -154,12 +161,7 @@ class TransformerConfig:
         if isinstance(self.moe_dense_layers, (list, tuple)):      # a config read back from JSON has a list
             self.moe_dense_layers = tuple(self.moe_dense_layers)
         if self.moe_experts == 0:
-            defaults = {f.name: f.default for f in dataclasses.fields(self)}
-            for f in dataclasses.fields(self):
-                if f.name.startswith("moe_") and f.name != "moe_experts" and getattr(self, f.name) != defaults[f.name]:
-                    raise ValueError(f"TransformerConfig.{f.name}={getattr(self, f.name)!r} is only read with "
-                                     f"moe_experts > 0, got moe_experts=0")
-            return
+            return self._refuse_unread("moe_", "moe_experts > 0, got moe_experts=0", keep="moe_experts")
         for name in ("moe_top_k", "moe_every"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
@@ -195,12 +197,7 @@ class TransformerConfig:
         if self.attention not in ATTENTIONS:
             raise ValueError(f"TransformerConfig.attention must be one of {ATTENTIONS}, got {self.attention!r}")
         if self.attention == "mha":
-            defaults = {f.name: f.default for f in dataclasses.fields(self)}
-            for f in dataclasses.fields(self):
-                if f.name.startswith("mla_") and getattr(self, f.name) != defaults[f.name]:
-                    raise ValueError(f"TransformerConfig.{f.name}={getattr(self, f.name)!r} is only read with "
-                                     f"attention='mla', got attention='mha'")
-            return
+            return self._refuse_unread("mla_", "attention='mla', got attention='mha'")
         for name in ("mla_kv_rank", "mla_rope_dim", "mla_nope_dim", "mla_v_dim", "mla_q_rank"):
             value = getattr(self, name)
             if name == "mla_q_rank" and value is None:
