@@ -172,3 +172,13 @@ def test_rl_needs_exactly_one_of_run_and_model(smollm2_gguf, tmp_path, capsys):
     assert "NAME=VALUE" in capsys.readouterr().err
     assert main(["rl", "--model", smollm2_gguf, "--out", str(tmp_path / "o"), "--task", "sudoku"]) == 2
     assert "known tasks" in capsys.readouterr().err
+
+
+def test_only_an_rl_model_output_is_read_as_a_trained_model(tmp_path):
+    from tinygrad_reason.cli.models import is_trained_dir
+    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "checkpoint" / "checkpoint.json").write_text("{}")
+    (tmp_path / "rl.json").write_text(json.dumps({"run": "/runs/cot", "config": {}}))     # an `rl --run` output
+    assert not is_trained_dir(str(tmp_path))
+    (tmp_path / "rl.json").write_text(json.dumps({"model": "/m.gguf", "config": {}}))
+    assert is_trained_dir(str(tmp_path)) and not is_trained_dir(str(tmp_path / "none"))

@@ -19,7 +19,7 @@ import zipfile
 
 from .config import CLIError
 
-RL_FILE = "rl.json"     # in the output directory of `rl --model` (cli/rl_model.py)
+RL_FILE = "rl.json"     # in the output directory of `rl` (both --run and --model)
 
 
 def resolve_model(path_or_name: str) -> str:
@@ -50,8 +50,12 @@ def load_trained(out: str):
 
 
 def is_trained_dir(path: str) -> bool:
-    return os.path.isdir(path) and os.path.exists(os.path.join(path, RL_FILE)) \
-        and os.path.exists(os.path.join(path, "checkpoint", "checkpoint.json"))
+    """An `rl --model` output with a checkpoint (an `rl --run` output's rl.json names a run, not a model)."""
+    record = os.path.join(path, RL_FILE)
+    if not (os.path.isfile(record) and os.path.exists(os.path.join(path, "checkpoint", "checkpoint.json"))):
+        return False
+    with open(record) as f:
+        return "model" in json.load(f)
 
 
 def load_model(path_or_name: str):

@@ -25,10 +25,10 @@ import time
 
 from ..io.atomic import write_json
 from .config import CLIError, setup_threads
-from .rl_model import changed_options, cmd_rl_model
+from .models import RL_FILE
+from .rl_model import cmd_rl_model, saved_record
 from .runs import evaluate_split, load_run
 
-RL_FILE = "rl.json"
 _NOT_OPTIONS = ("checkpoint_dir", "log_path", "plot_path", "progress")
 
 HELP = {
@@ -113,15 +113,8 @@ def cmd_rl(args) -> None:
                        "thought (train --format cot)")
     if os.path.abspath(args.run) == os.path.abspath(args.out):
         raise CLIError("--out must be a new directory, not the policy run itself")
-    record = json.loads(json.dumps({"run": os.path.abspath(args.run), "config": _config_record(gcfg)}))   # as saved
+    record = saved_record(args.out, {"run": os.path.abspath(args.run), "config": _config_record(gcfg)})
     path = os.path.join(args.out, RL_FILE)
-    if os.path.exists(os.path.join(args.out, "checkpoint", "checkpoint.json")) and os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
-        changed = changed_options(old, record)
-        if changed:
-            raise CLIError(f"{args.out} holds a GRPO checkpoint from {old['run']} with other options "
-                           f"({', '.join(changed)}); resume with the same ones or use another --out")
     os.makedirs(args.out, exist_ok=True)
     write_json(path, record)
     for name in ("config.json", "tokenizer.json"):      # the output is a run directory eval / sample can read

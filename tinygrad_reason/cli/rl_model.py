@@ -42,11 +42,21 @@ def parse_knobs(items) -> dict:
     return knobs
 
 
-def changed_options(old: dict, new: dict) -> list:
-    """The options of a saved run record (rl.json) that a new invocation changes: top-level fields and
-    GRPO config fields, all but `steps` (a resume may train longer)."""
-    changed = sorted(k for k in new if k != "config" and old.get(k) != new[k])
-    return changed + sorted(k for k in new["config"] if k != "steps" and old["config"].get(k) != new["config"][k])
+def saved_record(out: str, record: dict) -> dict:
+    """`record` as rl.json saves it (tuples become lists). When `out` holds a GRPO checkpoint, its
+    rl.json must agree on every field and GRPO option but `steps` (a resume may train longer), or the
+    run is refused, naming what changed."""
+    record = json.loads(json.dumps(record))
+    path = os.path.join(out, RL_FILE)
+    if os.path.exists(os.path.join(out, "checkpoint", "checkpoint.json")) and os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        changed = sorted(k for k in record if k != "config" and old.get(k) != record[k])
+        changed += sorted(k for k in record["config"] if k != "steps" and old["config"].get(k) != record["config"][k])
+        if changed:
+            raise CLIError(f"{out} holds a GRPO checkpoint with other options ({', '.join(changed)}); resume with "
+                           "the same ones or use another --out")
+    return record
 
 
 def make_task_splits(args) -> dict:
@@ -77,15 +87,8 @@ def cmd_rl_model(args, gcfg, config_record: dict) -> None:
     record = {"model": source, "task": args.task, "knobs": parse_knobs(args.knob), "train_size": args.train_size,
               "test_size": args.test_size, "ood_size": args.ood_size, "ood_mode": args.ood_mode,
               "data_seed": args.data_seed, "train_layers": args.train_layers, "config": config_record}
-    record = json.loads(json.dumps(record))       # as it is saved (tuples become lists)
+    record = saved_record(args.out, record)
     path = os.path.join(args.out, RL_FILE)
-    if os.path.exists(os.path.join(args.out, "checkpoint", "checkpoint.json")) and os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
-        changed = changed_options(old, record)
-        if changed:
-            raise CLIError(f"{args.out} holds a GRPO checkpoint with other options ({', '.join(changed)}); "
-                           "resume with the same ones or use another --out")
     pretrained = load_pretrained(source)
     try:
         trainable = freeze_below(pretrained.model, args.train_layers)
